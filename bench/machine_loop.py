@@ -172,33 +172,55 @@ def start_worker(name: str, queue: str, log_dir: Path) -> subprocess.Popen:
     return process
 
 
-def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, seed: int):
-    """One subject set of the galaxies (images through Django's storage), gold for a random share."""
+def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample: int, seed: int):
+    """The galaxies as subjects (images through Django's storage), gold for a random share, in two
+    subject sets: a random ``a_sample`` of the non-gold galaxies (all of them when 0), the only set
+    that mode (a) links, and the rest."""
     from django.core.files import File
 
     from projects.models import Project, Subject, SubjectSet
     from projects.services import add_subject_image
 
     project = Project.objects.create(slug="machine-loop-bench", title="Machine loop benchmark (GZ1)")
-    subject_set = SubjectSet.objects.create(project=project, name="GZ1 subset")
-    gold = set(random.Random(seed).sample(range(len(galaxies)), round(gold_share * len(galaxies))))
+    rng = random.Random(seed)
+    gold = set(rng.sample(range(len(galaxies)), round(gold_share * len(galaxies))))
+    non_gold = [i for i in range(len(galaxies)) if i not in gold]
+    sample = set(non_gold if not a_sample or a_sample >= len(non_gold) else rng.sample(non_gold, a_sample))
+    sets = [SubjectSet.objects.create(project=project, name="GZ1: sample for (a)")]
+    if len(sample) < len(galaxies):
+        sets.append(SubjectSet.objects.create(project=project, name="GZ1: the rest"))
     subject_ids = []
     for i, (objid, label) in enumerate(galaxies):
         subject = Subject.objects.create(
-            subject_set=subject_set, external_id=objid, metadata={"#gz1_label": label}, gold={"T0": label} if i in gold else None
+            subject_set=sets[0] if i in sample else sets[-1], external_id=objid, metadata={"#gz1_label": label},
+            gold={"T0": label} if i in gold else None,
         )
         with open(DATA / "galaxies" / "gz1" / "images" / f"{objid}.jpeg", "rb") as handle:
             add_subject_image(subject, 0, f"{objid}.jpeg", File(handle))
         subject_ids.append(subject.pk)
-    return project, subject_set, subject_ids, gold
+    return project, sets, subject_ids, gold
 
 
-def make_workflow(project, subject_set, name: str, policy: str, active_learning: dict):
+def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -> dict:
+    """GZ2's way without the platform, on every given galaxy: the majority (ties: smooth) of the
+    answers of ``votes`` distinct volunteers drawn at random, as the platform's queue would send them."""
+    rng = np.random.default_rng(seed)
+    right = 0
+    for g in galaxies:
+        who = rng.choice(len(crowd.offsets), votes, replace=False)
+        featured = sum(crowd.answer(int(v), g) for v in who)
+        right += int(featured > votes / 2) == crowd.labels[g]
+    return {"galaxies": len(galaxies), "human_votes_per_retired_galaxy": float(votes),
+            "accuracy_of_retired": round(right / max(len(galaxies), 1), 4)}
+
+
+def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict):
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
     workflow = create_workflow(project, name, BINARY_TASKS, retirement={"policy": policy}, active_learning=active_learning)
-    link_subject_set(workflow, subject_set)
+    for subject_set in subject_sets:
+        link_subject_set(workflow, subject_set)
     # Gold subjects are the CNN's test set: served to humans only when nothing else is left for them.
     SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=True).update(priority=-1.0)
     return workflow
@@ -356,6 +378,9 @@ def main() -> None:
     parser.add_argument("--galaxies", type=int, default=700)
     parser.add_argument("--volunteers", type=int, default=250)
     parser.add_argument("--gold-share", type=float, default=0.15)
+    parser.add_argument("--a-sample", type=int, default=0,
+                        help="(a) on the platform for this many random non-gold galaxies only (0: all); "
+                             "(a) is also computed without the platform on all of them")
     parser.add_argument("--per-visit", type=int, default=10, help="subjects a volunteer asks for per visit in (b) and (c)")
     parser.add_argument("--refit-every", type=int, default=2000)
     parser.add_argument("--retrain-every", type=int, default=60)
@@ -364,7 +389,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--warm-epochs", type=int, default=6)
     parser.add_argument("--machine-threshold", type=float, default=0.95)
+    parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--min-gold-accuracy", type=float, default=0.8)
+    parser.add_argument("--min-retire-accuracy", type=float, default=0.97,
+                        help="'trained' also needs this accuracy on the gold subjects above the machine threshold")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -401,7 +429,7 @@ def main() -> None:
     galaxies = gz1_galaxies(args.galaxies, args.seed)
     labels = np.array([y for _, y in galaxies])
     crowd = Crowd(labels, args.volunteers, args.seed)
-    project, subject_set, subject_ids, gold_index = setup_subjects(galaxies, args.gold_share, args.seed)
+    project, subject_sets, subject_ids, gold_index = setup_subjects(galaxies, args.gold_share, args.a_sample, args.seed)
     index_of = {sid: i for i, sid in enumerate(subject_ids)}
     gold = {subject_ids[i] for i in gold_index}
     volunteers = [Volunteer.objects.create() for _ in range(args.volunteers)]
@@ -414,9 +442,9 @@ def main() -> None:
     if "c" in args.modes:
         workers.append(start_worker("ml", "ml", log_dir))
     machine_settings = {
-        "enabled": True, "acquisition": args.acquisition, "exploration_share": 0.1, "machine_retirement": True,
+        "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
         "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
-        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "stable_versions": 2, "stability_tolerance": 0.03,
+        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy, "stable_versions": 2, "stability_tolerance": 0.03,
         "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "mc_samples": 20, "seed": args.seed,
     }
     modes = {
@@ -425,10 +453,15 @@ def main() -> None:
         "c": ("(c) engine + CNN + active learning", ENGINE_POLICY, machine_settings, False, (args.per_visit, args.per_visit, 0)),
     }
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe()}
+    if "a" in args.modes:
+        non_gold = [i for i in range(len(galaxies)) if i not in gold_index]
+        results["a_offline_all"] = {"name": "(a) 40 votes, majority, without the platform, every non-gold galaxy"} | \
+            offline_majority(crowd, non_gold, 40, args.seed)
+        print(json.dumps(results["a_offline_all"]), flush=True)
     try:
         for key in args.modes:
             name, policy, active_learning, majority, pace = modes[key]
-            workflow = make_workflow(project, subject_set, name, policy, active_learning)
+            workflow = make_workflow(project, subject_sets[:1] if key == "a" else subject_sets, name, policy, active_learning)
             print(f"{name} ...", flush=True)
             run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=pace)
             results[key] = {"name": name, "policy": policy} | measure(workflow, crowd, index_of, run, majority)

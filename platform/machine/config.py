@@ -11,7 +11,8 @@
 | ``min_gold_accuracy`` | ``0.9`` | "trained": accuracy on the held-out gold set at least this ... |
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
-| ``stability_tolerance`` | ``0.03`` | ... whose gold accuracies differ by at most this (GZX's "stable" machine) |
+| ``stability_tolerance`` | ``0.03`` | ... whose gold accuracies differ by at most this (GZX's "stable" machine) ... |
+| ``min_retire_accuracy`` | ``0.98`` | ... and each at least this accurate on the gold subjects where its top probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them): what it would retire |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "min_gold_subjects": 20,
     "stable_versions": 2,
     "stability_tolerance": 0.03,
+    "min_retire_accuracy": 0.98,
     "min_train": 20,
     "validation_share": 0.2,
     "max_train": 20000,
@@ -54,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 
-_FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share")
+_FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
+              "min_retire_accuracy")
 _POSITIVE_INTS = ("retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
 _NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "seed")

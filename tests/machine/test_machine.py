@@ -29,8 +29,9 @@ def _metrics(accuracies: Iterator[float]):
     """A stand-in for ``services.evaluate``: the given gold accuracies, one per call."""
 
     def evaluate(classifier, workflow, cfg, gold=None, validation=None) -> dict:
-        return {"accuracy": next(accuracies), "balanced_accuracy": None, "ece": 0.05, "confusion": [[1, 0], [0, 1]],
-                "n_gold_test": len(gold[0]) if gold else 12}
+        accuracy = next(accuracies)
+        return {"accuracy": accuracy, "balanced_accuracy": None, "ece": 0.05, "confusion": [[1, 0], [0, 1]],
+                "n_gold_test": len(gold[0]) if gold else 12, "confident_share": 1.0, "confident_accuracy": accuracy}
 
     return evaluate
 
@@ -152,9 +153,31 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
     assert 150 < len(held) < 250 and held == [i for i in range(1000) if services.is_held_out(i, 0.2)]
 
 
+def test_trained_needs_proven_accuracy_where_the_machine_is_sure() -> None:
+    cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
+                                      "min_gold_subjects": 20, "stable_versions": 2})
+
+    def version(accuracy: float, confident_accuracy: float | None, confident_share: float, parent=None) -> ModelVersion:
+        return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics={
+            "accuracy": accuracy, "n_gold_test": 200, "confident_share": confident_share, "confident_accuracy": confident_accuracy})
+
+    good = version(0.84, 0.99, 0.4)
+    assert services.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
+    # Good on average, but wrong too often where it would retire: not trained.
+    trained, why = services.trained_criterion(version(0.86, 0.95, 0.5, good), cfg)
+    assert not trained and "above the machine threshold" in why
+    # Too few gold subjects above the threshold (19 of 200) to tell.
+    assert not services.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
+    # Every version of the chain must pass, the ancestor included.
+    assert not services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
+    # The overall bar (GZX's) still holds.
+    assert not services.trained_criterion(version(0.79, 1.0, 0.4, good), cfg)[0]
+
+
 def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workflow, monkeypatch, oracle) -> None:
     # A threshold of 0.5 means every prediction is "sure": only the trained criterion holds it back.
-    workflow = machine_workflow({"machine_threshold": 0.5, "min_gold_accuracy": 0.9}, policy="min:3,posterior:0.99,max:10")
+    workflow = machine_workflow({"machine_threshold": 0.5, "min_gold_accuracy": 0.9, "min_retire_accuracy": 0.9},
+                                policy="min:3,posterior:0.99,max:10")
     some = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
     vote(workflow, n_volunteers=8, subject_ids=some[:14])  # half the subjects retire by humans
     apply_pending(workflow.pk)
@@ -203,6 +226,7 @@ def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workf
 
 def test_no_machine_retirement_below_the_threshold_or_when_switched_off(machine_workflow, monkeypatch, oracle) -> None:
     for settings in ({"machine_threshold": 1.0}, {"machine_threshold": 0.5, "machine_retirement": False}):
+        settings |= {"min_retire_accuracy": 0.9}
         workflow = machine_workflow(settings)
         vote(workflow)
         apply_pending(workflow.pk)
