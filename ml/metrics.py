@@ -1,4 +1,5 @@
-"""Evaluation metrics for class probabilities: accuracy, balanced accuracy, calibration, confusion.
+"""Evaluation metrics for class probabilities: accuracy, balanced accuracy, log loss, calibration,
+confusion.
 
 All functions take ``probs`` ``(N, K)`` (rows summing to 1) and integer labels ``y`` ``(N,)``.
 Calibration uses the top-label confidence (the probability of the predicted class) in equal-width
@@ -24,6 +25,16 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     """Fraction of subjects whose most probable class is the label."""
     probs, y = _check(probs, y)
     return float(np.mean(probs.argmax(1) == y)) if y.size else float("nan")
+
+
+def log_loss(probs: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> float:
+    """Mean negative log probability of the labels (natural log; probabilities clipped to ``eps``).
+    A proper scoring rule: it rewards confidence where it is right and punishes it where it is
+    wrong, and uses every subject's probability, not only which side of 0.5 it falls on."""
+    probs, y = _check(probs, y)
+    if not y.size:
+        return float("nan")
+    return float(-np.mean(np.log(np.clip(probs[np.arange(y.size), y], eps, 1.0))))
 
 
 def balanced_accuracy(probs: np.ndarray, y: np.ndarray) -> float:

@@ -149,6 +149,11 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
     assert not services.is_better({"accuracy": None}, {"accuracy": 0.5})
     # Gold and validation subjects together decide when both versions were measured on them.
     assert services.is_better({"accuracy": 0.8, "comparison_accuracy": 0.86}, {"accuracy": 0.85, "comparison_accuracy": 0.84})
+    # Where both were measured, log loss decides: surer where right beats one point more accurate.
+    assert services.is_better({"comparison_accuracy": 0.83, "comparison_log_loss": 0.35},
+                              {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
+    assert not services.is_better({"comparison_accuracy": 0.90, "comparison_log_loss": 0.40},
+                                  {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
     held = [i for i in range(1000) if services.is_held_out(i, 0.2)]
     assert 150 < len(held) < 250 and held == [i for i in range(1000) if services.is_held_out(i, 0.2)]
 

@@ -55,3 +55,13 @@ def test_disagreement() -> None:
     q = np.array([[0.0, 1.0], [0.7, 0.3]])
     np.testing.assert_allclose(acquisition.disagreement(p, q), [np.log(2), 0.0], atol=1e-12)
     assert acquisition.disagreement(p[:1], np.array([[0.8, 0.2]]))[0] < np.log(2)
+
+
+def test_log_loss_is_the_mean_negative_log_probability_of_the_labels() -> None:
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
+    y = np.array([0, 1, 1, 1])
+    expected = -(np.log(0.9) + np.log(0.8) + np.log(0.5) + np.log(1e-6)) / 4
+    assert metrics.log_loss(probs, y) == pytest.approx(expected)
+    # Sharper where right scores better; sharper where wrong scores worse.
+    assert metrics.log_loss(np.array([[0.99, 0.01]]), np.array([0])) < metrics.log_loss(np.array([[0.9, 0.1]]), np.array([0]))
+    assert metrics.log_loss(np.array([[0.99, 0.01]]), np.array([1])) > metrics.log_loss(np.array([[0.9, 0.1]]), np.array([1]))
