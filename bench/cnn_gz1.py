@@ -7,6 +7,11 @@ evaluated with and without 8-fold D4 test-time averaging. Reports accuracy, bala
 the training time. Writes bench/results/cnn_gz1.json and .md.
 
     .venv/bin/python bench/cnn_gz1.py --epochs 30
+    .venv/bin/python bench/cnn_gz1.py --epochs 20 --channels 32,64,128,256 --ensemble 3 --out ...
+
+``--ensemble K`` trains K copies with seeds ``seed .. seed+K-1`` (different initial weights,
+shuffling, augmentation and dropout) and averages their probabilities (a deep ensemble,
+Lakshminarayanan et al. 2017); each member's own test accuracy is reported too.
 """
 
 from __future__ import annotations
@@ -86,7 +91,10 @@ def write_markdown(results: dict, path: Path) -> None:
         f"galaxies ({results['n']['test_smooth']} smooth, {results['n']['test_featured']} "
         f"featured in test); {results['image_size']}×{results['image_size']} px from the central "
         f"{results['crop_fraction']:.0%} of each cut-out; {results['epochs']} epochs; "
-        f"{results['n_parameters']:,} parameters; training {results['train_seconds']:.0f} s.",
+        f"{results['n_parameters']:,} parameters (channels {results['channels']}); "
+        f"{results['ensemble']} model(s) averaged (members' own TTA accuracy: "
+        f"{', '.join(f'{a:.4f}' for a in results['member_tta_accuracy'])}); "
+        f"training {results['train_seconds']:.0f} s in all.",
         "",
         "| predictions | accuracy | balanced accuracy | ECE |",
         "|---|---:|---:|---:|",
@@ -119,6 +127,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--crop", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--channels", default="24,48,96,192", help="convolution widths of the four blocks")
+    ap.add_argument("--ensemble", type=int, default=1, help="models averaged (seeds seed, seed+1, ...)")
     ap.add_argument("--val-every", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -136,21 +146,31 @@ def main() -> None:
           f"train {len(tr)}, val {len(va)}, test {len(te)}; images loaded in {load_s:.1f}s",
           flush=True)
 
-    clf = GalaxyClassifier(heads=[("smooth_or_featured", 2)], image_size=args.image_size,
-                           crop_fraction=args.crop, seed=args.seed)
+    channels = tuple(int(c) for c in args.channels.split(","))
 
     def log(row: dict) -> None:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
               flush=True)
 
-    fit = clf.fit(images[tr], y[tr], epochs=args.epochs, validation=(images[va], y[va]),
-                  lr=args.lr, val_every=args.val_every, log=log)
-
-    t1 = time.perf_counter()
-    p_tta = clf.predict_proba(images[te], tta=True)["smooth_or_featured"]
-    tta_s = time.perf_counter() - t1
-    p_one = clf.predict_proba(images[te], tta=False)["smooth_or_featured"]
-    mc = clf.mc_predict(images[te], n_samples=30)["smooth_or_featured"]
+    members, tta_s, train_s, history = [], 0.0, 0.0, []
+    for member in range(args.ensemble):
+        clf = GalaxyClassifier(heads=[("smooth_or_featured", 2)], image_size=args.image_size,
+                               crop_fraction=args.crop, channels=channels, seed=args.seed + member)
+        fit = clf.fit(images[tr], y[tr], epochs=args.epochs, validation=(images[va], y[va]),
+                      lr=args.lr, val_every=args.val_every, seed=args.seed + member, log=log)
+        train_s += fit["train_seconds"]
+        history.append(fit["epochs"])
+        t1 = time.perf_counter()
+        p_tta = clf.predict_proba(images[te], tta=True)["smooth_or_featured"]
+        tta_s += time.perf_counter() - t1
+        members.append({
+            "tta": p_tta, "one": clf.predict_proba(images[te], tta=False)["smooth_or_featured"],
+            "mc": clf.mc_predict(images[te], n_samples=30)["smooth_or_featured"].mean(0),
+        })
+        print(f"member {member}: TTA accuracy {metrics.accuracy(p_tta, y[te]):.4f}", flush=True)
+    p_tta = np.mean([m["tta"] for m in members], axis=0)
+    p_one = np.mean([m["one"] for m in members], axis=0)
+    mc_mean = np.mean([m["mc"] for m in members], axis=0)
     majority = np.tile([1.0, 0.0], (len(te), 1))  # always "smooth"
     results = {
         "task": "GZ1 smooth (0) vs featured (1, 2, 3); classes 4, 5 dropped",
@@ -164,14 +184,17 @@ def main() -> None:
         "epochs": args.epochs,
         "lr": args.lr,
         "seed": args.seed,
+        "channels": list(channels),
+        "ensemble": args.ensemble,
+        "member_tta_accuracy": [metrics.accuracy(m["tta"], y[te]) for m in members],
         "n_parameters": sum(p.numel() for p in clf.model.parameters()),
         "image_load_seconds": load_s,
-        "train_seconds": fit["train_seconds"],
+        "train_seconds": train_s,
         "tta_predict_seconds_per_1000": 1000 * tta_s / len(te),
-        "history": fit["epochs"],
+        "history": history[0] if len(history) == 1 else history,
         "test_tta": evaluate(p_tta, y[te]),
         "test_no_tta": evaluate(p_one, y[te]),
-        "test_mc_dropout_mean": evaluate(mc.mean(0), y[te]),
+        "test_mc_dropout_mean": evaluate(mc_mean, y[te]),
         "baseline_always_smooth": {"accuracy": metrics.accuracy(majority, y[te]),
                                    "balanced_accuracy": metrics.balanced_accuracy(majority, y[te])},
     }
@@ -182,7 +205,7 @@ def main() -> None:
         r = results[name]
         print(f"{name}: accuracy {r['accuracy']:.4f}  balanced {r['balanced_accuracy']:.4f}  "
               f"ECE {r['ece']:.4f}  confusion {r['confusion']}")
-    print(f"training {fit['train_seconds']:.0f}s for {args.epochs} epochs; wrote {args.out}")
+    print(f"training {train_s:.0f}s for {args.ensemble} x {args.epochs} epochs; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """The machine in the loop, end to end on GZ1: one simulated crowd, three ways of using it.
 
     .venv/bin/python bench/machine_loop.py                     # 700 galaxies: about 10 minutes here
-    .venv/bin/python bench/machine_loop.py --galaxies 6000 ...  # bigger (GZ1 has 6,493 smooth/featured)
+    .venv/bin/python bench/machine_loop.py --galaxies 6493 --gold-share 0.05 --a-sample 500 \
+        --retrain-every 100 --machine-threshold 0.8 --min-retire-accuracy 0.97   # every GZ1 galaxy: ~40 min
+
+With ``--a-sample N``, (a) runs on the platform for a random N of the galaxies only (its votes per
+galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submissions), and is also
+computed without the platform for every galaxy, from the same crowd (``a_offline_all``).
 
 (a) Galaxy Zoo 2's way: every galaxy gets 40 votes (policy ``max:40``), the label is their majority;
 (b) the engine alone (policy ``min:3,posterior:0.99,max:40``, skills learned online, a refit every
@@ -9,9 +14,10 @@
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
     ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started), predictions
     entering the engine as the machine agent, machine retirement once trained (here: gold accuracy
-    >= 0.8 for two versions in a row, within 3 points; the platform's default bar is 0.9, which a CNN
-    trained on a few hundred galaxies does not reach) and above 0.95, humans' queue ranked by BALD with
-    10% exploration.
+    >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy`` on the gold
+    galaxies above the threshold; the platform's default bars are 0.9 and 0.98, which a CNN trained on
+    a few hundred galaxies does not reach) and above ``--machine-threshold``, humans' queue ranked by
+    BALD with 10% exploration.
 
 Task: smooth (GZ1 class 0) versus featured (classes 1–3) on a random subset of the GZ1 galaxies in
 ../shared/data/galaxies/gz1 (classes 4, 5 left out); 10% of them are gold (their GZ1 label known to
