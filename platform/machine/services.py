@@ -216,6 +216,7 @@ def evaluate(
         "confusion": metrics.confusion(probs, y).tolist(),
         "n_gold_test": len(ids),
         "confident_share": float(confident.mean()),
+        "n_confident": int(confident.sum()),
         "confident_accuracy": metrics.accuracy(probs[confident], y[confident]) if confident.any() else None,
     }
 
@@ -239,8 +240,7 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
         return False, f"gold accuracies {accuracies} vary by more than {cfg['stability_tolerance']}"
     # What the machine would retire must be proven right on gold, not only its average answer:
     # a CNN right 84% of the time overall can be 99% right where it is sure, or 90%.
-    sure = [(v.metrics.get("confident_accuracy"), round((v.metrics.get("confident_share") or 0.0) * (v.metrics.get("n_gold_test") or 0)))
-            for v in chain]
+    sure = [(v.metrics.get("confident_accuracy"), v.metrics.get("n_confident") or 0) for v in chain]
     if any(n < cfg["min_gold_subjects"] for _, n in sure):
         return False, f"gold subjects above the machine threshold {[n for _, n in sure]}, {cfg['min_gold_subjects']} needed"
     if any(a is None or a < cfg["min_retire_accuracy"] for a, _ in sure):

@@ -31,7 +31,8 @@ def _metrics(accuracies: Iterator[float]):
     def evaluate(classifier, workflow, cfg, gold=None, validation=None) -> dict:
         accuracy = next(accuracies)
         return {"accuracy": accuracy, "balanced_accuracy": None, "ece": 0.05, "confusion": [[1, 0], [0, 1]],
-                "n_gold_test": len(gold[0]) if gold else 12, "confident_share": 1.0, "confident_accuracy": accuracy}
+                "n_gold_test": len(gold[0]) if gold else 12, "n_confident": len(gold[0]) if gold else 12,
+                "confident_accuracy": accuracy}
 
     return evaluate
 
@@ -160,11 +161,12 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
 
 def test_trained_needs_proven_accuracy_where_the_machine_is_sure() -> None:
     cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
-                                      "min_gold_subjects": 20, "stable_versions": 2})
+                       "min_gold_subjects": 20, "stable_versions": 2})
 
     def version(accuracy: float, confident_accuracy: float | None, confident_share: float, parent=None) -> ModelVersion:
         return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics={
-            "accuracy": accuracy, "n_gold_test": 200, "confident_share": confident_share, "confident_accuracy": confident_accuracy})
+            "accuracy": accuracy, "n_gold_test": 200, "n_confident": round(confident_share * 200),
+            "confident_accuracy": confident_accuracy})
 
     good = version(0.84, 0.99, 0.4)
     assert services.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
