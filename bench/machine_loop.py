@@ -399,6 +399,8 @@ def main() -> None:
     parser.add_argument("--min-gold-accuracy", type=float, default=0.8)
     parser.add_argument("--min-retire-accuracy", type=float, default=0.97,
                         help="'trained' also needs this accuracy on the gold subjects above the machine threshold")
+    parser.add_argument("--calibration-share", type=float, default=0.5,
+                        help="share of gold galaxies that calibrate each CNN version (0: none, all gold tests it)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -450,7 +452,8 @@ def main() -> None:
     machine_settings = {
         "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
         "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
-        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy, "stable_versions": 2, "stability_tolerance": 0.03,
+        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
+        "calibration_share": args.calibration_share, "stable_versions": 2, "stability_tolerance": 0.03,
         "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "mc_samples": 20, "seed": args.seed,
     }
     modes = {

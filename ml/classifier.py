@@ -8,6 +8,7 @@ labels, see ``ml.train.as_targets``.
 
 Predictions, Monte Carlo samples and embeddings average over the 8 rotations/reflections of
 D4 when ``tta`` is on (the default), which makes them invariant to those transforms.
+``calibrate`` refits each head's logits on known answers (gold): see ``ml.calibration``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from ml.calibration import apply_vector_scaling, fit_vector_scaling
 from ml.images import DEFAULT_CROP_FRACTION, load_images, preprocess, to_tensor
 from ml.model import GalaxyCNN, ModelConfig, dihedral
 from ml.train import GalaxyDataset, TargetsLike, train
@@ -59,6 +62,8 @@ class GalaxyClassifier:
         self.cache_dir = cache_dir
         self.model = self._new_model()
         self.history: list[dict] = []
+        # Per head: {"scale": s, "bias": [...], "n": subjects} fitted by ``calibrate``; empty: raw.
+        self.calibration: dict[str, dict[str, Any]] = {}
 
     def _new_model(self) -> GalaxyCNN:
         with torch.random.fork_rng(devices=[]):
@@ -126,6 +131,7 @@ class GalaxyClassifier:
         train_kwargs: dict,
     ) -> dict:
         dataset = GalaxyDataset(self.load(images), targets, self.heads)
+        self.calibration = {}  # fitted to the old weights: meaningless for the new ones
         val = None
         if validation is not None:
             val = GalaxyDataset(self.load(validation[0]), validation[1], self.heads)
@@ -152,8 +158,34 @@ class GalaxyClassifier:
         return out
 
     def _probs(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Head probabilities from embeddings ``(..., D)`` (no dropout)."""
-        return {key: self.model.probabilities(head(emb)) for key, head in self.model.heads.items()}
+        """Head probabilities from embeddings ``(..., D)`` (no dropout), calibrated where fitted."""
+        out = {}
+        for key, head in self.model.heads.items():
+            logits = head(emb)
+            if key in self.calibration:
+                logits = apply_vector_scaling(logits, self.calibration[key]["scale"], self.calibration[key]["bias"])
+            out[key] = self.model.probabilities(logits)
+        return out
+
+    @torch.no_grad()
+    def calibrate(self, images: ImagesLike, labels: Mapping[str, np.ndarray], tta: bool = True) -> dict[str, dict]:
+        """Fit each labelled head's ``scale`` and ``bias`` (``ml.calibration``) to known answers,
+        e.g. experts' answers on gold subjects, so that its probabilities mean what they say.
+
+        ``labels``: ``{question_key: (N,) int answers}``; only ``output="softmax"`` heads. Calibrate
+        with the ``tta`` setting you will predict with. Returns what was fitted; ``fit`` and
+        ``partial_fit`` forget it (new weights need a new calibration)."""
+        if self.config.output != "softmax":
+            raise ValueError("calibration is for softmax heads (Dirichlet outputs are vote fractions)")
+        unknown = set(labels) - {k for k, _ in self.heads}
+        if unknown:
+            raise ValueError(f"no head named {sorted(unknown)}")
+        emb = self._transformed_embeddings(images, tta)
+        for key, y in labels.items():
+            with torch.enable_grad():
+                scale, bias = fit_vector_scaling(self.model.heads[key](emb), np.asarray(y))
+            self.calibration[key] = {"scale": scale, "bias": bias, "n": int(len(y))}
+        return {k: dict(v) for k, v in self.calibration.items()}
 
     @torch.no_grad()
     def predict_proba(self, images: ImagesLike, tta: bool = True) -> dict[str, np.ndarray]:
@@ -197,6 +229,7 @@ class GalaxyClassifier:
             "crop_fraction": self.crop_fraction,
             "seed": self.seed,
             "history": self.history,
+            "calibration": self.calibration,
         }
         buf = io.BytesIO()
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
@@ -220,4 +253,5 @@ class GalaxyClassifier:
                   dropout=m.dropout, seed=meta["seed"], cache_dir=cache_dir)
         clf.model.load_state_dict(payload["state_dict"])
         clf.history = list(meta.get("history", []))
+        clf.calibration = dict(meta.get("calibration", {}))
         return clf

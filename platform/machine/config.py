@@ -13,6 +13,7 @@
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
 | ``stability_tolerance`` | ``0.03`` | ... whose gold accuracies differ by at most this (GZX's "stable" machine) ... |
 | ``min_retire_accuracy`` | ``0.98`` | ... and each at least this accurate on the gold subjects where its top probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them): what it would retire |
+| ``calibration_share`` | ``0.5`` | share of gold subjects (by a stable hash of their id) whose experts' answers calibrate each version's probabilities (``ml.calibration``); the rest are its test set. ``0``: no calibration, all gold tests |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "stable_versions": 2,
     "stability_tolerance": 0.03,
     "min_retire_accuracy": 0.98,
+    "calibration_share": 0.5,
     "min_train": 20,
     "validation_share": 0.2,
     "max_train": 20000,
@@ -57,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
-              "min_retire_accuracy")
+              "min_retire_accuracy", "calibration_share")
 _POSITIVE_INTS = ("retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
 _NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "seed")

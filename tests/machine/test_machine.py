@@ -94,10 +94,14 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     version.refresh_from_db()
     assert version.version == 1 and version.state == State.PROMOTED and version.promoted_at is not None
     m = version.metrics
-    assert m["n_train"] + m["n_validation"] == human_retired and m["n_validation"] >= 1 and m["n_gold_test"] == 14
+    assert m["n_train"] + m["n_validation"] == human_retired and m["n_validation"] >= 1
+    # The 14 gold subjects: a stable half calibrates the CNN's probabilities, the rest measure it.
+    assert m["n_gold_test"] + m["n_gold_calibration"] == 14 and m["n_gold_calibration"] >= 4
+    assert m["calibration"]["n"] == m["n_gold_calibration"] and m["calibration"]["scale"] > 0
+    assert services.load_classifier(version).calibration["T0"] == m["calibration"]  # stored with the weights
     assert 0.0 <= m["validation_accuracy"] <= 1.0 and 0.0 <= m["comparison_accuracy"] <= 1.0
     assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
-    assert np.asarray(m["confusion"]).shape == (2, 2) and np.asarray(m["confusion"]).sum() == 14
+    assert np.asarray(m["confusion"]).shape == (2, 2) and np.asarray(m["confusion"]).sum() == m["n_gold_test"]
     assert m["trained"] is False and "needed for stability" in m["trained_reason"]  # one version is not "stable"
     assert current_model(workflow) == version and list(model_versions(workflow)) == [version]
     assert AdminAction.objects.filter(workflow=workflow, action="promote", details__version=1).exists()
@@ -369,3 +373,18 @@ def test_a_batch_that_fails_to_commit_is_not_applied_twice_on_retry(machine_work
         live_count = engine.estimators["T0"].subject_state(state.subject_id)["n_counted"]
         assert live_count == replayed.estimators["T0"].subject_state(state.subject_id)["n_counted"] == 4
         assert state.posterior["T0"] == pytest.approx(engine_lib.posterior_of(replayed, state.subject_id, "T0"), abs=1e-12)
+
+
+def test_gold_splits_into_a_stable_calibration_part_and_a_test_part() -> None:
+    ids = list(range(1, 201))
+    gold = (ids, np.array(ids) % 2)
+    calibration, test = services.split_gold(gold, settings_of({"enabled": True, "calibration_share": 0.5}))
+    assert 70 < len(calibration[0]) < 130 and sorted(calibration[0] + test[0]) == ids  # disjoint, nothing lost
+    assert list(calibration[1]) == [i % 2 for i in calibration[0]] and list(test[1]) == [i % 2 for i in test[0]]
+    assert services.split_gold(gold, settings_of({"enabled": True, "calibration_share": 0.5}))[0][0] == calibration[0]
+    # Too few to calibrate on (fewer than min_gold_subjects) or share 0: every gold subject measures.
+    for cfg in ({"calibration_share": 0.5, "min_gold_subjects": 150}, {"calibration_share": 0.0}):
+        calibration, test = services.split_gold(gold, settings_of({"enabled": True} | cfg))
+        assert calibration[0] == [] and test[0] == ids
+    assert settings_of({"enabled": True})["calibration_share"] == 0.5
+    assert validate_active_learning({"calibration_share": 1.5}) == ["calibration_share must be a number between 0 and 1"]

@@ -42,7 +42,10 @@ def test_votes_train_the_cnn_whose_predictions_enter_the_engine_exactly_once(mac
     assert services.check_retraining() == [workflow.pk]  # what beat runs every 30 s
     _wait(lambda: current_model(workflow) is not None, 90, "model v1 to be trained and promoted")
     version = current_model(workflow)
-    assert version.version == 1 and version.is_trained and version.metrics["n_gold_test"] == 14
+    assert version.version == 1 and version.is_trained
+    # Half the gold subjects (by id) calibrate the CNN's probabilities, the other half measure it.
+    assert version.metrics["n_gold_test"] + version.metrics["n_gold_calibration"] == 14
+    assert version.metrics["n_gold_calibration"] >= 4 and version.metrics["calibration"]["n"] == version.metrics["n_gold_calibration"]
     machine = Classification.objects.filter(workflow=workflow, volunteer__machine_agent__workflow=workflow)
     # The training task predicts in batches and clears its key when it ends; then the applier catches up.
     _wait(lambda: cache.get(services.training_key(workflow.pk)) is None and machine.exists()
