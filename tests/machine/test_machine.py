@@ -159,6 +159,11 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
                               {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
     assert not services.is_better({"comparison_accuracy": 0.90, "comparison_log_loss": 0.40},
                                   {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
+    # Only a trained version may retire: it beats an untrained one, and an untrained one never
+    # replaces it, whatever their log losses; between equals, log loss decides.
+    assert services.is_better({"comparison_log_loss": 0.37, "trained": True}, {"comparison_log_loss": 0.35, "trained": False})
+    assert not services.is_better({"comparison_log_loss": 0.33, "trained": False}, {"comparison_log_loss": 0.35, "trained": True})
+    assert services.is_better({"comparison_log_loss": 0.33, "trained": True}, {"comparison_log_loss": 0.35, "trained": True})
     held = [i for i in range(1000) if services.is_held_out(i, 0.2)]
     assert 150 < len(held) < 250 and held == [i for i in range(1000) if services.is_held_out(i, 0.2)]
 
