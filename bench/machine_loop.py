@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/machine_loop.py                     # 700 galaxies: about 10 minutes here
     .venv/bin/python bench/machine_loop.py --galaxies 6493 --gold-share 0.05 --a-sample 500 \
-        --retrain-every 100 --machine-threshold 0.8 --min-retire-accuracy 0.97   # every GZ1 galaxy: ~40 min
+        --retrain-every 100 --warm-epochs 5 --max-seconds 4200 \
+        --out bench/results/machine_loop_6493.json            # every GZ1 galaxy: ~35 min here
 
 With ``--a-sample N``, (a) runs on the platform for a random N of the galaxies only (its votes per
 galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submissions), and is also
@@ -13,11 +14,12 @@ computed without the platform for every galaxy, from the same crowd (``a_offline
     ``--refit-every`` votes as the beat schedule would);
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
     ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started), predictions
-    entering the engine as the machine agent, machine retirement once trained (here: gold accuracy
-    >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy`` on the gold
-    galaxies above the threshold; the platform's default bars are 0.9 and 0.98, which a CNN trained on
-    a few hundred galaxies does not reach) and above ``--machine-threshold``, humans' queue ranked by
-    BALD with 10% exploration.
+    entering the engine as the machine agent, each version calibrated on half the gold galaxies
+    (``--calibration-share``) and measured on the other half, machine retirement once trained (here:
+    gold accuracy >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy``
+    on the gold galaxies above the threshold; the platform's default bars are 0.9 and 0.98, which a CNN
+    trained on a few hundred galaxies does not reach) and above ``--machine-threshold``, humans' queue
+    ranked by BALD with 10% exploration.
 
 Task: smooth (GZ1 class 0) versus featured (classes 1–3) on a random subset of the GZ1 galaxies in
 ../shared/data/galaxies/gz1 (classes 4, 5 left out); 10% of them are gold (their GZ1 label known to

@@ -11,7 +11,7 @@
 | ``min_gold_accuracy`` | ``0.9`` | "trained": accuracy on the held-out gold set at least this ... |
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
-| ``stability_tolerance`` | ``0.03`` | ... whose gold accuracies differ by at most this (GZX's "stable" machine) ... |
+| ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
 | ``min_retire_accuracy`` | ``0.98`` | ... and each at least this accurate on the gold subjects where its top probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them): what it would retire |
 | ``calibration_share`` | ``0.5`` | share of gold subjects (by a stable hash of their id) whose experts' answers calibrate each version's probabilities (``ml.calibration``); the rest are its test set. ``0``: no calibration, all gold tests |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |

@@ -20,7 +20,7 @@ Design (each choice, and why):
   machine's answer; the live loop trusts the flag only from a machine agent.
 - "Trained" (GZX's criterion): gold accuracy >= ``min_gold_accuracy`` on >= ``min_gold_subjects``
   held-out gold subjects, for this version and its ancestors (``stable_versions`` in all), with
-  accuracies within ``stability_tolerance`` of each other; and, because machine retirement acts only
+  none more than ``stability_tolerance`` below an older one of them; and, because machine retirement acts only
   where the CNN is sure, accuracy >= ``min_retire_accuracy`` on the gold subjects where its top
   probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them), for each of
   those versions. The overall bar alone is the wrong one: on GZ1 a CNN trained on 1,500 retired
@@ -257,8 +257,12 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
     accuracies = [v.metrics.get("accuracy") for v in chain]
     if any(a is None or a < cfg["min_gold_accuracy"] for a in accuracies):
         return False, f"gold accuracies {accuracies} not all >= {cfg['min_gold_accuracy']}"
-    if max(accuracies) - min(accuracies) > cfg["stability_tolerance"]:
-        return False, f"gold accuracies {accuracies} vary by more than {cfg['stability_tolerance']}"
+    # Stable = no version fell more than the tolerance below an older one of the chain. A rise is not
+    # instability: judged both ways, a weak trained version blocked every better successor (they
+    # were "unstable" against it, so untrained, so never promoted over a trained one).
+    drops = [older - newer for i, newer in enumerate(accuracies) for older in accuracies[i + 1:]]
+    if max(drops, default=0.0) > cfg["stability_tolerance"]:
+        return False, f"gold accuracies {accuracies} (newest first) fell by more than {cfg['stability_tolerance']}"
     # What the machine would retire must be proven right on gold, not only its average answer:
     # a CNN right 84% of the time overall can be 99% right where it is sure, or 90%.
     sure = [(v.metrics.get("confident_accuracy"), v.metrics.get("n_confident") or 0) for v in chain]

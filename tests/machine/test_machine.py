@@ -186,6 +186,10 @@ def test_trained_needs_proven_accuracy_where_the_machine_is_sure() -> None:
     assert not services.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
     # Every version of the chain must pass, the ancestor included.
     assert not services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
+    # Stable: a drop of more than the tolerance below an ancestor is not, a rise is.
+    trained, why = services.trained_criterion(version(0.80, 0.99, 0.4, version(0.86, 0.99, 0.4)), cfg)
+    assert not trained and "fell by more than" in why
+    assert services.trained_criterion(version(0.86, 0.99, 0.4, version(0.80, 0.99, 0.4)), cfg)[0]
     # The overall bar (GZX's) still holds.
     assert not services.trained_criterion(version(0.79, 1.0, 0.4, good), cfg)[0]
 
