@@ -44,7 +44,7 @@ Design (each choice, and why):
   acts on. A trained candidate also beats an untrained serving version and an untrained one never
   replaces a trained one, whatever their log losses: in a 6,493-galaxy run a version with a better
   log loss but a gold accuracy 3 points below its parent's (so not "stable", not trained) was
-  promoted, and the three trained versions after it were rejected against it, so nothing retired.
+  promoted, and the next four trained versions were rejected against it: nothing retired meanwhile.
   Judged on accuracy, in a 6,500-galaxy benchmark run an early version that was sure of
   10% of gold blocked eight successors trained on twice the data and sure of 30% at 99% accuracy,
   because they were one point less accurate overall (within noise). Log loss, a proper scoring rule,
