@@ -177,15 +177,24 @@ def gold_set(workflow: Workflow) -> tuple[list[int], np.ndarray]:
     return ids, np.asarray(labels, dtype=np.int64)
 
 
-def split_gold(gold: tuple[list[int], np.ndarray], cfg: dict) -> tuple[tuple[list[int], np.ndarray], tuple[list[int], np.ndarray]]:
+Labelled = tuple[list[int], np.ndarray]  # subject ids and their labels, row for row
+
+
+def split_by_id(subjects: Labelled, share: float) -> tuple[Labelled, Labelled]:
+    """(held-out part, the rest): a stable pseudo-random ``share`` of the subjects, by id."""
+    ids, labels = subjects
+    held = np.array([is_held_out(i, share) for i in ids], dtype=bool)
+    return ([i for i, h in zip(ids, held, strict=True) if h], labels[held]), ([i for i, h in zip(ids, held, strict=True) if not h], labels[~held])
+
+
+def split_gold(gold: Labelled, cfg: dict) -> tuple[Labelled, Labelled]:
     """(calibration part, test part) of the gold set: a stable ``calibration_share`` of it (by id)
     calibrates the CNN, the rest measures it. With fewer than ``min_gold_subjects`` in the
     calibration part there is no calibration and every gold subject measures (small projects)."""
-    ids, y = gold
-    pick = np.array([is_held_out(i, cfg["calibration_share"]) for i in ids], dtype=bool)
-    if int(pick.sum()) < cfg["min_gold_subjects"]:
-        return ([], y[:0]), gold
-    return ([i for i, p in zip(ids, pick, strict=True) if p], y[pick]), ([i for i, p in zip(ids, pick, strict=True) if not p], y[~pick])
+    calibration, test = split_by_id(gold, cfg["calibration_share"])
+    if len(calibration[0]) < cfg["min_gold_subjects"]:
+        return ([], gold[1][:0]), gold
+    return calibration, test
 
 
 def human_retired_count(workflow: Workflow) -> int:
@@ -317,10 +326,8 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
     workflow = Workflow.objects.get(pk=workflow_id)
     cfg = machine_settings(workflow)
     key, k = first_question(workflow)
-    ids, soft = training_set(workflow)
-    held = np.array([is_held_out(i, cfg["validation_share"]) for i in ids], dtype=bool)
-    validation = ([i for i, h in zip(ids, held, strict=True) if h], soft[held].argmax(axis=1) if held.any() else np.empty(0, np.int64))
-    ids, soft = [i for i, h in zip(ids, held, strict=True) if not h], soft[~held]
+    (validation_ids, validation_soft), (ids, soft) = split_by_id(training_set(workflow), cfg["validation_share"])
+    validation = (validation_ids, validation_soft.argmax(axis=1))  # the crowd's answer
     if len(ids) < cfg["min_train"]:
         logger.info("workflow %s: %s human-retired subjects, %s needed to train", workflow_id, len(ids), cfg["min_train"])
         return None
