@@ -375,7 +375,8 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
         out["model_versions"] = [
             {"version": v.version, "state": v.state, "n_train": v.metrics.get("n_train"), "gold_accuracy": v.metrics.get("accuracy"),
              "ece": None if v.metrics.get("ece") is None else round(v.metrics["ece"], 4), "trained": v.metrics.get("trained"),
-             "train_seconds": v.metrics.get("train_seconds")}
+             "train_seconds": v.metrics.get("train_seconds"), "confident_share": v.metrics.get("confident_share"),
+             "confident_accuracy": v.metrics.get("confident_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
             for v in versions
         ]
     return out
@@ -403,6 +404,10 @@ def main() -> None:
                         help="'trained' also needs this accuracy on the gold subjects above the machine threshold")
     parser.add_argument("--calibration-share", type=float, default=0.5,
                         help="share of gold galaxies that calibrate each CNN version (0: none, all gold tests it)")
+    parser.add_argument("--promotion-tolerance", type=float, default=2.0,
+                        help="promote a new version unless its log loss is worse by more than this many standard errors")
+    parser.add_argument("--retirement-versions", type=int, default=2,
+                        help="the machine retires where the mean of this many successive versions' probabilities reaches the threshold")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -455,7 +460,8 @@ def main() -> None:
         "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
         "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
         "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
-        "calibration_share": args.calibration_share, "stable_versions": 2, "stability_tolerance": 0.03,
+        "calibration_share": args.calibration_share, "promotion_tolerance": args.promotion_tolerance,
+        "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
         "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "mc_samples": 20, "seed": args.seed,
     }
     modes = {

@@ -31,10 +31,15 @@ def log_loss(probs: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> float:
     """Mean negative log probability of the labels (natural log; probabilities clipped to ``eps``).
     A proper scoring rule: it rewards confidence where it is right and punishes it where it is
     wrong, and uses every subject's probability, not only which side of 0.5 it falls on."""
+    losses = log_losses(probs, y, eps)
+    return float(losses.mean()) if losses.size else float("nan")
+
+
+def log_losses(probs: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Each subject's negative log probability of its label (what ``log_loss`` averages): two
+    classifiers scored on the same subjects can then be compared pairwise."""
     probs, y = _check(probs, y)
-    if not y.size:
-        return float("nan")
-    return float(-np.mean(np.log(np.clip(probs[np.arange(y.size), y], eps, 1.0))))
+    return -np.log(np.clip(probs[np.arange(y.size), y], eps, 1.0))
 
 
 def balanced_accuracy(probs: np.ndarray, y: np.ndarray) -> float:

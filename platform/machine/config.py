@@ -7,6 +7,7 @@
 | ``exploration_share`` | ``0.1`` | share of unretired subjects given a random priority instead (exploration) |
 | ``machine_retirement`` | ``True`` | the machine may retire subjects (reason ``"machine"``) once trained |
 | ``machine_threshold`` | ``0.99`` | ... and only where its top probability is at least this |
+| ``retirement_versions`` | ``2`` | ... and only where the mean of this version's probabilities and its ancestors' (the versions promoted before it, ``retirement_versions`` in all) reaches the threshold, on the same answer (``1``: this version alone) |
 | ``retrain_every`` | ``50`` | retrain after this many new human retirements |
 | ``min_gold_accuracy`` | ``0.9`` | "trained": accuracy on the held-out gold set at least this ... |
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
@@ -14,6 +15,7 @@
 | ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
 | ``min_retire_accuracy`` | ``0.98`` | ... and each at least this accurate on the gold subjects where its top probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them): what it would retire |
 | ``calibration_share`` | ``0.5`` | share of gold subjects (by a stable hash of their id) whose experts' answers calibrate each version's probabilities (``ml.calibration``); the rest are its test set. ``0``: no calibration, all gold tests |
+| ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
@@ -38,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "exploration_share": 0.1,
     "machine_retirement": True,
     "machine_threshold": 0.99,
+    "retirement_versions": 2,
     "retrain_every": 50,
     "min_gold_accuracy": 0.9,
     "min_gold_subjects": 20,
@@ -45,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "stability_tolerance": 0.03,
     "min_retire_accuracy": 0.98,
     "calibration_share": 0.5,
+    "promotion_tolerance": 2.0,
     "min_train": 20,
     "validation_share": 0.2,
     "max_train": 20000,
@@ -60,9 +64,10 @@ DEFAULTS: dict[str, Any] = {
 
 _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
               "min_retire_accuracy", "calibration_share")
-_POSITIVE_INTS = ("retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
+_POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
 _NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "seed")
+_NON_NEGATIVE_NUMBERS = ("promotion_tolerance",)
 
 
 def validate_active_learning(config: Any) -> list[str]:
@@ -79,6 +84,10 @@ def validate_active_learning(config: Any) -> list[str]:
         value = config.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             errors.append(f"{key} must be a number between 0 and 1")
+    for key in _NON_NEGATIVE_NUMBERS:
+        value = config.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < float("inf"):
+            errors.append(f"{key} must be a number >= 0")
     for key in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
         value = config.get(key, DEFAULTS[key])
         low = 1 if key in _POSITIVE_INTS else 0

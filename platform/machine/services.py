@@ -14,8 +14,14 @@ Design (each choice, and why):
   are strongly correlated, and counting each would add the same evidence again and again. An
   untrained version's predictions never count (they only teach the engine its skill on gold).
 - Machine retirement: a prediction asks to retire its subject (``machine_retire``) only if the
-  version is trained, the workflow allows it, the subject is not gold, and the CNN's top probability
-  is at least ``machine_threshold``. The engine (``live.engine``) then retires the subject with
+  version is trained, the workflow allows it, the subject is not gold, and the mean of its
+  probabilities and those of the versions promoted before it (``retirement_versions`` in all) gives
+  its answer at least ``machine_threshold``. Why not this version alone: every promotion re-predicts
+  every unretired subject, so a subject whose probability wavers about the threshold is retired by
+  whichever version happens to rise above it; in a 6,493-galaxy run (threshold 0.93, 22 versions)
+  the machine-retired galaxies were 93.9% right though each version was 97-100% right on the gold
+  galaxies above the threshold, and those where the previous version had been below 0.8 were 82%
+  right. Where the two versions' mean reached the threshold they were 96.9% right. The engine (``live.engine``) then retires the subject with
   reason ``"machine"`` if the subject's posterior, with every answer so far, agrees with the
   machine's answer; the live loop trusts the flag only from a machine agent.
 - "Trained" (GZX's criterion): gold accuracy >= ``min_gold_accuracy`` on >= ``min_gold_subjects``
@@ -37,8 +43,9 @@ Design (each choice, and why):
   they are the held-out test set for the metrics. A new version is warm-started from the one serving
   (``partial_fit``) on all of them (a random sample of ``max_train`` at most).
 - Promotion: a new version is promoted only if it is better than the one serving, both measured now
-  on the same held-out subjects: a lower log loss on the gold set plus the validation subjects (their
-  label: the crowd's). Gold alone is too small a set to tell versions apart (its accuracy's standard
+  on the same held-out subjects: a log loss on the gold set plus the validation subjects (their
+  label: the crowd's) no worse than the serving version's by more than ``promotion_tolerance``
+  standard errors of the paired difference (see ``is_better`` for why a tolerance). Gold alone is too small a set to tell versions apart (its accuracy's standard
   error is about 4 points at 100 subjects: a lucky early version would block every successor), and
   accuracy is the wrong yardstick: it ignores how sure the CNN is, which is what machine retirement
   acts on. A trained candidate also beats an untrained serving version and an untrained one never
@@ -237,7 +244,9 @@ def evaluate(
     if out:
         gold_right = int((probs.argmax(axis=1) == y).sum())
         out["comparison_accuracy"] = (gold_right + right) / (len(ids) + len(validation[0]))
-        out["comparison_log_loss"] = metrics.log_loss(np.concatenate([probs, v_probs]), np.concatenate([y, validation[1]]))
+        losses = metrics.log_losses(np.concatenate([probs, v_probs]), np.concatenate([y, validation[1]]))
+        out["comparison_log_loss"] = float(losses.mean())
+        out[COMPARISON_LOSSES] = losses  # for the paired comparison at promotion; not stored
     return out | {
         "accuracy": metrics.accuracy(probs, y),
         "log_loss": metrics.log_loss(probs, y),
@@ -283,15 +292,37 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
                   f"{[a for a, _ in sure]} >= {cfg['min_retire_accuracy']}")
 
 
-def is_better(candidate: dict, serving: dict | None) -> bool:
+COMPARISON_LOSSES = "comparison_losses"
+
+
+def log_loss_difference(candidate_losses: np.ndarray, serving_losses: np.ndarray) -> dict[str, float]:
+    """The mean of the paired per-subject log-loss differences (candidate minus serving; below 0:
+    the candidate is better) and its standard error."""
+    d = np.asarray(candidate_losses, dtype=float) - np.asarray(serving_losses, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
+    return {"mean": float(d.mean()) if d.size else 0.0, "standard_error": se, "n": int(d.size)}
+
+
+def is_better(candidate: dict, serving: dict | None, tolerance: float = 0.0) -> bool:
     """The promotion rule: a "trained" version beats an untrained one (only a trained one may retire
-    subjects); between two of the same standing, a lower log loss on gold and validation subjects
-    together; where either version lacks it (metrics from before it was measured), higher accuracy on
-    them (on gold alone if either lacks that), or the same and a lower calibration error on gold."""
+    subjects); between two of the same standing, a log loss on gold and validation subjects together
+    no worse than the serving version's by more than ``tolerance`` standard errors of their paired
+    difference (``log_loss_difference``; 0: strictly lower); where that is missing, a lower log loss;
+    where either version lacks one (metrics from before it was measured), higher accuracy on them (on
+    gold alone if either lacks that), or the same and a lower calibration error on gold.
+
+    Why a tolerance: the candidate was trained on everything the serving version saw and more, so
+    it is the better bet unless the held-out subjects show otherwise; and only a promotion lets the
+    machine retire what it has newly learnt. With a strict comparison, in a 6,493-galaxy run the
+    last five trained versions (a fifth of the run) were rejected by 0.002-0.01 nats, within the
+    noise of some 750 held-out subjects, and the machine stopped retiring."""
     if serving is None:
         return True
     if "trained" in candidate and "trained" in serving and bool(candidate["trained"]) != bool(serving["trained"]):
         return bool(candidate["trained"])
+    difference = candidate.get("log_loss_difference")
+    if difference is not None:
+        return difference["mean"] < tolerance * difference["standard_error"] - 1e-12
     a, b = candidate.get("comparison_log_loss"), serving.get("comparison_log_loss")
     if a is not None and b is not None:
         return a < b - 1e-12
@@ -360,7 +391,9 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         calibration_gold, gold = split_gold(gold_set(workflow), cfg)
         if calibration_gold[0]:
             classifier.calibrate(load_images(calibration_gold[0], classifier.config.image_size), {key: calibration_gold[1]}, tta=cfg["tta"])
-        version.metrics = evaluate(classifier, workflow, cfg, gold, validation) | {
+        measured = evaluate(classifier, workflow, cfg, gold, validation)
+        losses = measured.pop(COMPARISON_LOSSES, None)
+        version.metrics = measured | {
             "n_train": len(ids), "train_seconds": round(float(run.get("train_seconds", 0.0)), 3), "warm_start": warm is not None,
             "n_gold_calibration": len(calibration_gold[0]), "calibration": classifier.calibration.get(key),
         }
@@ -372,17 +405,20 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         serving = None
         if parent is not None and promote:
             serving = evaluate(load_classifier(parent), workflow, cfg, gold, validation) | {"trained": parent.is_trained}
+            serving_losses = serving.pop(COMPARISON_LOSSES, None)
             version.metrics["compared_with"] = {
                 "version": parent.version, "accuracy": serving["accuracy"], "ece": serving["ece"],
                 "comparison_accuracy": serving.get("comparison_accuracy"),
                 "comparison_log_loss": serving.get("comparison_log_loss"),
             }
+            if losses is not None and serving_losses is not None:
+                version.metrics["log_loss_difference"] = log_loss_difference(losses, serving_losses)
         version.save()
     except Exception as error:
         ModelVersion.objects.filter(pk=version.pk).update(state=State.FAILED, error=repr(error)[:2000])
         raise
     if promote:
-        if is_better(version.metrics, serving):
+        if is_better(version.metrics, serving, cfg["promotion_tolerance"]):
             promote_model_version(version, predict="now")
         else:
             version.state = State.REJECTED
@@ -495,6 +531,26 @@ def acquisition_scores(
     return rng.random(probs.shape[0])
 
 
+def ancestor_versions(version: ModelVersion, n: int) -> list[int]:
+    """The numbers of the (at most) ``n`` versions promoted before ``version`` in its line: parent,
+    grandparent, ..."""
+    numbers: list[int] = []
+    ancestor = version.parent
+    while ancestor is not None and len(numbers) < n:
+        numbers.append(ancestor.version)
+        ancestor = ancestor.parent
+    return numbers
+
+
+def sure_enough(probs: np.ndarray, earlier: Sequence[Sequence[float] | None], threshold: float) -> bool:
+    """Whether the machine may retire a subject: the mean of this version's probabilities and the
+    earlier versions' (all of them known) gives this version's answer at least ``threshold``."""
+    if any(p is None or len(p) != len(probs) for p in earlier):
+        return False
+    mean = np.mean([np.asarray(probs, dtype=float), *(np.asarray(p, dtype=float) for p in earlier)], axis=0)
+    return int(mean.argmax()) == int(np.argmax(probs)) and float(mean.max()) >= threshold
+
+
 def predict_unretired(version_id: int) -> dict[str, int]:
     """Predict every unretired subject with ``version`` in batches, store the predictions as the
     machine agent's classifications (the live loop applies them), and rank the queue."""
@@ -510,6 +566,7 @@ def predict_unretired(version_id: int) -> dict[str, int]:
     agent = machine_agent(workflow)
     trained = version.is_trained
     may_retire = trained and cfg["machine_retirement"]
+    ancestors = ancestor_versions(version, cfg["retirement_versions"] - 1) if may_retire else []
     rng = np.random.default_rng(cfg["seed"] + version.version)
     states = list(
         SubjectWorkflowState.objects.filter(workflow=workflow, status=SubjectWorkflowState.Status.ACTIVE)
@@ -540,10 +597,17 @@ def predict_unretired(version_id: int) -> dict[str, int]:
             if isinstance(p, list) and len(p) == k:
                 human[i] = p
         score = acquisition_scores(cfg["acquisition"], probs, mc, human, rng)
+        earlier: dict[int, dict[int, list[float]]] = {}
+        if ancestors:
+            for subject_id, number, p in mine.filter(subject_id__in=ids, metadata__model_version__in=ancestors).values_list(
+                "subject_id", "metadata__model_version", "metadata__probabilities"
+            ):
+                earlier.setdefault(subject_id, {})[number] = p
         rows, counted = [], []
         for (subject_id, is_gold, _), p, s in zip(batch, probs, score, strict=True):
             counts = trained and subject_id not in counted_before
-            retire = may_retire and not is_gold and float(p.max()) >= cfg["machine_threshold"]
+            retire = (may_retire and not is_gold and len(ancestors) == cfg["retirement_versions"] - 1
+                      and sure_enough(p, [earlier.get(subject_id, {}).get(a) for a in ancestors], cfg["machine_threshold"]))
             rows.append(Classification(
                 workflow=workflow, subject_id=subject_id, volunteer=agent.volunteer,
                 annotations=[{"task": key, "value": int(p.argmax())}],

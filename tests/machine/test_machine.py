@@ -164,8 +164,55 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
     assert services.is_better({"comparison_log_loss": 0.37, "trained": True}, {"comparison_log_loss": 0.35, "trained": False})
     assert not services.is_better({"comparison_log_loss": 0.33, "trained": False}, {"comparison_log_loss": 0.35, "trained": True})
     assert services.is_better({"comparison_log_loss": 0.33, "trained": True}, {"comparison_log_loss": 0.35, "trained": True})
+    # With the paired difference measured, worse within the tolerance (in standard errors) passes.
+    near = {"log_loss_difference": {"mean": 0.004, "standard_error": 0.003, "n": 700}, "trained": True}
+    assert services.is_better(near, {"trained": True}, tolerance=2.0)
+    assert not services.is_better(near, {"trained": True}, tolerance=1.0)
+    assert not services.is_better(near, {"trained": True})
+    assert not services.is_better(near | {"trained": False}, {"trained": True}, tolerance=2.0)
+    assert services.log_loss_difference(np.array([0.2, 0.4, 0.3]), np.array([0.1, 0.2, 0.3])) == pytest.approx(
+        {"mean": 0.1, "standard_error": 0.1 / np.sqrt(3), "n": 3})
     held = [i for i in range(1000) if services.is_held_out(i, 0.2)]
     assert 150 < len(held) < 250 and held == [i for i in range(1000) if services.is_held_out(i, 0.2)]
+
+
+def _losses(per_call: Iterator[np.ndarray]):
+    """A stand-in for ``services.evaluate`` scoring each call's version with the given per-subject
+    log losses on the comparison subjects (and a gold accuracy no version is "trained" at)."""
+
+    def evaluate(classifier, workflow, cfg, gold=None, validation=None) -> dict:
+        losses = next(per_call)
+        return {"accuracy": 0.5, "ece": 0.05, "n_gold_test": 12, "n_confident": 0, "confident_accuracy": None,
+                "comparison_accuracy": 0.5, "comparison_log_loss": float(losses.mean()),
+                services.COMPARISON_LOSSES: losses}
+
+    return evaluate
+
+
+@pytest.mark.parametrize(("tolerance", "promoted"), [(2.0, [True, True, False]), (0.0, [True, False, False])])
+def test_promotion_tolerates_noise_but_not_a_real_loss(machine_workflow, monkeypatch, tolerance, promoted) -> None:
+    workflow = machine_workflow({"promotion_tolerance": tolerance})
+    vote(workflow)
+    apply_pending(workflow.pk)
+    rng = np.random.default_rng(0)
+    v1_losses = rng.exponential(0.35, 800)
+    # v2: 0.003 nats worse on average, paired noise of 0.1 (standard error 0.0035): within noise.
+    noise = rng.normal(0.0, 0.1, 800)
+    v2_losses = v1_losses + 0.003 + noise - noise.mean()
+    # v3: 0.05 nats worse than whichever version serves: a real loss, rejected either way.
+    serving_after_v2 = v2_losses if promoted[1] else v1_losses
+    calls = iter([v1_losses, v2_losses, v1_losses, serving_after_v2 + 0.05, serving_after_v2])
+    monkeypatch.setattr(services, "evaluate", _losses(calls))
+    versions = [services.train_model_version(workflow.pk) for _ in range(3)]
+    for version in versions:
+        version.refresh_from_db()
+    assert [v.state != State.REJECTED for v in versions] == promoted
+    assert current_model(workflow) == versions[1 if promoted[1] else 0]
+    difference = versions[1].metrics["log_loss_difference"]
+    assert difference["n"] == 800 and difference["mean"] == pytest.approx(0.003)
+    assert difference["standard_error"] == pytest.approx(noise.std(ddof=1) / np.sqrt(800))
+    assert services.COMPARISON_LOSSES not in versions[1].metrics
+    assert versions[2].metrics["log_loss_difference"]["mean"] == pytest.approx(0.05)
 
 
 def test_trained_needs_proven_accuracy_where_the_machine_is_sure() -> None:
@@ -258,6 +305,35 @@ def test_no_machine_retirement_below_the_threshold_or_when_switched_off(machine_
         apply_pending(workflow.pk)
         assert _retired_by(workflow, "machine") == set()
         assert not _machine_rows(workflow).filter(metadata__machine_retire=True).exists()
+
+
+def test_machine_retirement_needs_the_earlier_versions_sure_too(machine_workflow, monkeypatch, oracle) -> None:
+    # Three versions in all: v2 is trained but has one ancestor, so it asks to retire nothing; v3 does.
+    workflow = machine_workflow({"machine_threshold": 0.5, "min_retire_accuracy": 0.9, "retirement_versions": 3})
+    some = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
+    vote(workflow, n_volunteers=8, subject_ids=some[:14])  # the others wait for the machine
+    apply_pending(workflow.pk)
+    monkeypatch.setattr(services, "evaluate", _metrics(iter([0.94, 0.95, 0.94, 0.96, 0.95])))
+    services.train_model_version(workflow.pk)
+    v2 = services.train_model_version(workflow.pk)
+    v2.refresh_from_db()
+    assert v2.is_trained and services.ancestor_versions(v2, 2) == [1]
+    assert not _machine_rows(workflow).filter(metadata__machine_retire=True).exists()
+    v3 = services.train_model_version(workflow.pk)
+    assert services.ancestor_versions(v3, 2) == [2, 1] and services.ancestor_versions(v3, 1) == [2]
+    assert _machine_rows(workflow).filter(metadata__machine_retire=True, metadata__model_version=3).exists()
+    apply_pending(workflow.pk)
+    assert _retired_by(workflow, "machine")
+
+
+def test_sure_enough_averages_the_versions() -> None:
+    # Sure now, unsure before: the mean (0.8) is below 0.9.
+    assert not services.sure_enough(np.array([0.98, 0.02]), [[0.62, 0.38]], 0.9)
+    assert services.sure_enough(np.array([0.98, 0.02]), [[0.9, 0.1]], 0.9)
+    assert services.sure_enough(np.array([0.95, 0.05]), [], 0.9)  # one version: its own probability
+    # The mean must give this version's answer, and every earlier prediction must be known.
+    assert not services.sure_enough(np.array([0.45, 0.55]), [[0.99, 0.01]], 0.7)
+    assert not services.sure_enough(np.array([0.99, 0.01]), [None], 0.5)
 
 
 def test_priorities_follow_the_acquisition_score_with_an_exploration_share(machine_workflow) -> None:
@@ -397,3 +473,5 @@ def test_gold_splits_into_a_stable_calibration_part_and_a_test_part() -> None:
         assert calibration[0] == [] and test[0] == ids
     assert settings_of({"enabled": True})["calibration_share"] == 0.5
     assert validate_active_learning({"calibration_share": 1.5}) == ["calibration_share must be a number between 0 and 1"]
+    assert validate_active_learning({"promotion_tolerance": -1}) == ["promotion_tolerance must be a number >= 0"]
+    assert validate_active_learning({"promotion_tolerance": 3}) == []
