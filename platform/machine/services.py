@@ -567,6 +567,7 @@ def predict_unretired(version_id: int) -> dict[str, int]:
     trained = version.is_trained
     may_retire = trained and cfg["machine_retirement"]
     ancestors = ancestor_versions(version, cfg["retirement_versions"] - 1) if may_retire else []
+    may_retire = may_retire and len(ancestors) == cfg["retirement_versions"] - 1  # too few versions yet: none
     rng = np.random.default_rng(cfg["seed"] + version.version)
     states = list(
         SubjectWorkflowState.objects.filter(workflow=workflow, status=SubjectWorkflowState.Status.ACTIVE)
@@ -598,7 +599,7 @@ def predict_unretired(version_id: int) -> dict[str, int]:
                 human[i] = p
         score = acquisition_scores(cfg["acquisition"], probs, mc, human, rng)
         earlier: dict[int, dict[int, list[float]]] = {}
-        if ancestors:
+        if may_retire and ancestors:
             for subject_id, number, p in mine.filter(subject_id__in=ids, metadata__model_version__in=ancestors).values_list(
                 "subject_id", "metadata__model_version", "metadata__probabilities"
             ):
@@ -606,8 +607,8 @@ def predict_unretired(version_id: int) -> dict[str, int]:
         rows, counted = [], []
         for (subject_id, is_gold, _), p, s in zip(batch, probs, score, strict=True):
             counts = trained and subject_id not in counted_before
-            retire = (may_retire and not is_gold and len(ancestors) == cfg["retirement_versions"] - 1
-                      and sure_enough(p, [earlier.get(subject_id, {}).get(a) for a in ancestors], cfg["machine_threshold"]))
+            retire = may_retire and not is_gold and sure_enough(
+                p, [earlier.get(subject_id, {}).get(a) for a in ancestors], cfg["machine_threshold"])
             rows.append(Classification(
                 workflow=workflow, subject_id=subject_id, volunteer=agent.volunteer,
                 annotations=[{"task": key, "value": int(p.argmax())}],
