@@ -663,6 +663,11 @@ class ConsensusEstimator:
     def workers(self) -> list[Hashable]:
         return list(self._workers.ids)
 
+    @property
+    def class_prior_(self) -> np.ndarray:
+        """The class prior in force: the one ``fit``/``refit`` estimated when ``learn_class_prior``."""
+        return np.exp(self._log_class_prior)
+
     def predict_proba(self, subjects: Iterable[Hashable] | None = None) -> np.ndarray:
         """Posteriors, one row per subject (all subjects in order of arrival by default)."""
         if subjects is None:

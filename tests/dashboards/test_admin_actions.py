@@ -45,7 +45,7 @@ def test_new_retirement_rules_apply_at_once_and_are_logged(owner_client, owned_w
     assert states.filter(status="retired", retirement_reason="limit").count() == 6
     agg = WorkflowAggregation.objects.get(workflow=workflow)
     assert agg.engine_config["policy"] == live_services.engine_lib.engine_config(workflow.retirement)["policy"]
-    assert agg.engine_config["estimator"] == {"skepticism": 1.0}
+    assert agg.engine_config["estimator"] == {"learn_class_prior": True, "skepticism": 1.0}
     assert hot_state.results_version(workflow.pk) == agg.state_version
     action = AdminAction.objects.get(workflow=workflow, action="retirement_updated")
     assert action.user == users["owner"] and action.details["after"]["policy"] == "min:1,max:3"

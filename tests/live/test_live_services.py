@@ -7,6 +7,7 @@ import io
 import random
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -15,7 +16,15 @@ from classifications.models import Classification, Volunteer
 from classifications.services import submit_classification
 from live import hot_state
 from live.models import WorkflowAggregation
-from live.services import apply_pending, check_ingest, rebuild_hot_state, refit_workflow, snapshot_statistics
+from live.services import (
+    aggregation_of,
+    apply_pending,
+    check_ingest,
+    rebuild_hot_state,
+    refit_workflow,
+    replay_log,
+    snapshot_statistics,
+)
 from projects.models import SubjectWorkflowState
 
 pytestmark = pytest.mark.django_db
@@ -60,6 +69,37 @@ def test_a_refit_is_logged_and_the_rebuild_repeats_it(make_workflow) -> None:
     out = io.StringIO()
     call_command("rebuild_aggregation", "--workflow", str(workflow.pk), stdout=out)
     assert "live state matches the replay" in out.getvalue()
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_a_refit_learns_how_common_each_answer_is_unless_told_not_to(make_workflow, learn: bool) -> None:
+    # One subject in five is "featured" (1): with the platform's default the refit's class prior follows
+    # the crowd; a workflow that sets learn_class_prior false keeps the uniform prior.
+    retirement = {"policy": "max:40"} | ({} if learn else {"estimator": {"learn_class_prior": False}})
+    workflow = make_workflow(n=40, retirement=retirement)
+    rng = random.Random(4)
+    subject_ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
+    truth = {s: int(i % 5 == 0) for i, s in enumerate(subject_ids)}
+    for _ in range(16):
+        volunteer = Volunteer.objects.create()
+        skill = rng.uniform(0.75, 0.95)
+        for subject_id in rng.sample(subject_ids, 12):
+            answer = truth[subject_id] if rng.random() < skill else 1 - truth[subject_id]
+            annotations = [{"task": "T0", "value": answer}] + ([{"task": "T1", "value": 0}] if answer == 1 else [])
+            submit_classification(volunteer, {
+                "workflow": workflow.pk, "subject": subject_id, "idempotency_key": f"prior-{volunteer.pk}-{subject_id}",
+                "annotations": [*annotations, {"task": "T2", "value": []}],
+            })
+    apply_pending(workflow.pk)
+    refit_workflow(workflow.pk)
+    agg = aggregation_of(workflow)
+    assert agg.engine_config["estimator"].get("learn_class_prior", True) is learn
+    prior = replay_log(workflow, agg).questions.estimators["T0"].class_prior_
+    if learn:
+        # T0 has four answers; volunteers give only the first two (80:20), the other two stay rare.
+        assert prior[0] > 0.6 and 0.1 < prior[1] < 0.35 and max(prior[2:]) < 0.05, prior
+    else:
+        np.testing.assert_allclose(prior, [0.25] * 4)
 
 
 def test_the_rebuild_command_reports_a_tampered_live_state(make_workflow) -> None:

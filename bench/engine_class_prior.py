@@ -1,0 +1,104 @@
+"""The engine alone on GZ1 without the platform: a fixed uniform class prior against a learned one.
+
+    .venv/bin/python bench/engine_class_prior.py                      # three crowds, ~1 minute here
+    .venv/bin/python bench/engine_class_prior.py --seeds 0 1 2 3 4 --out bench/results/engine_class_prior.json
+
+Mode (b) of ``bench/machine_loop.py`` (the platform's engine, policy ``min:3,posterior:0.99,max:40``, skills
+learned online from consensus, a batch refit every ``--refit-every`` answers), replayed in-process on the
+same simulated crowd (``machine_loop.Crowd``: real galaxy difficulty and real volunteer skills) in
+seconds instead of ten minutes, to compare engine settings:
+
+- ``uniform``: the class prior fixed at 50:50 (the platform's default until 2026-11);
+- ``learned``: every refit re-estimates it (``learn_class_prior``, the platform's default now);
+- ``true share``: fixed at the real share of featured galaxies, which no real project knows.
+
+The queue is the platform's for a workflow without active learning: each visit, a volunteer gets the
+10 unretired galaxies of lowest id it has not seen (``ORDER BY priority DESC, subject_id``); gold
+galaxies come last, as in the bench. (a) is GZ2's 40 votes by majority on the same crowd
+(``machine_loop.offline_majority``). Figures: human votes per retired galaxy and accuracy of the
+retired labels against GZ1, every non-gold galaxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_loop import ENGINE_POLICY, Crowd, gz1_galaxies, offline_majority  # noqa: E402
+
+from aggregation.estimator import ConsensusEstimator  # noqa: E402
+from aggregation.retirement import parse_policy  # noqa: E402
+
+
+def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, per_visit: int, seed: int) -> dict:
+    """Volunteers visit until every non-gold galaxy is retired; returns votes and accuracy."""
+    n_galaxies, n_volunteers = len(crowd.labels), len(crowd.offsets)
+    estimator = ConsensusEstimator(2, policy=parse_policy(ENGINE_POLICY), **options)
+    queue = [g for g in range(n_galaxies) if g not in gold] + sorted(gold)
+    seen: list[set[int]] = [set() for _ in range(n_volunteers)]
+    answers_of = np.zeros(n_galaxies, dtype=int)
+    labels: dict[int, int] = {}
+    rng = random.Random(seed)
+    votes = since_refit = 0
+    while any(g not in gold for g in queue):
+        v = rng.randrange(n_volunteers)
+        visit = [g for g in queue if g not in seen[v]][:per_visit]
+        for g in visit:
+            seen[v].add(g)
+            answers_of[g] += 1
+            decision = estimator.add_answer(g, v, crowd.answer(v, g), gold=int(crowd.labels[g]) if g in gold else None)
+            if g in gold:
+                continue
+            votes += 1
+            if decision.retired is not None:
+                labels[g] = int(np.argmax(decision.posterior))
+        since_refit += len(visit)
+        if refit_every and since_refit >= refit_every:
+            since_refit = 0
+            for g in estimator.refit():
+                labels[int(g)] = int(np.argmax(estimator.predict_proba([g])[0]))
+        queue = [g for g in queue if g not in labels and answers_of[g] < 40]
+    right = sum(labels[g] == crowd.labels[g] for g in labels)
+    return {"human_votes_per_retired_galaxy": round(votes / len(labels), 3), "accuracy_of_retired": round(right / len(labels), 4),
+            "retired": len(labels), "class_prior_at_end": [round(float(x), 3) for x in estimator.class_prior_]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--galaxies", type=int, default=6493)
+    parser.add_argument("--volunteers", type=int, default=250)
+    parser.add_argument("--gold-share", type=float, default=0.05)
+    parser.add_argument("--refit-every", type=int, default=2000)
+    parser.add_argument("--per-visit", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    for seed in args.seeds:
+        galaxies = gz1_galaxies(args.galaxies, seed)
+        labels = np.array([y for _, y in galaxies])
+        crowd = Crowd(labels, args.volunteers, seed)
+        gold = set(random.Random(seed).sample(range(len(galaxies)), round(args.gold_share * len(galaxies))))  # as machine_loop
+        non_gold = [g for g in range(len(galaxies)) if g not in gold]
+        share = float(labels[non_gold].mean())
+        run = {"seed": seed, "featured_share": round(share, 4), "a_40_votes_majority": offline_majority(crowd, non_gold, 40, seed)}
+        for name, options in (("uniform", {}), ("learned", {"learn_class_prior": True}),
+                              ("true share", {"class_prior": [1 - share, share]})):
+            t0 = time.monotonic()
+            run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed) | {
+                "seconds": round(time.monotonic() - t0, 1)}
+        print(json.dumps(run), flush=True)
+        results["runs"].append(run)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
