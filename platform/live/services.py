@@ -173,8 +173,13 @@ def apply_pending(workflow_id: int) -> ApplyReport:
     while True:
         lock = hot_state.lock(workflow_id, LOCK_SECONDS)
         if not lock.acquire():
-            # The holder drains and looks at the pending flag again before it stops; if it died,
-            # the task retries (see live.tasks.apply_workflow) until the lock expires.
+            # This task gives up the pending flag it was queued under, so that the next submission
+            # queues a task of its own: the holder may be a refit, a rebuild or a reset, which never
+            # look at the flag, and a flag left set would strand every vote until it expired (a
+            # benchmark stalled 10 minutes on it). Work already waiting makes the task retry (see
+            # live.tasks.apply_workflow) until the lock is free or expires; an applier holding it also
+            # drains what arrives meanwhile.
+            hot_state.clear_pending(workflow_id)
             report.locked_out = True
             return report
         try:

@@ -26,8 +26,10 @@ def apply_workflow(self, workflow_id: int) -> dict:  # noqa: ANN001 - Celery's b
     if report.more:
         apply_workflow.delay(workflow_id)  # behind the other workflows' tasks already queued
     if report.locked_out and services.has_unapplied(workflow_id) and self.request.retries < LOCKED_OUT_RETRIES:
-        # Work is waiting and another worker holds the lock: it may have died holding it, so try
-        # again until the lock expires (LOCK_SECONDS); the holder, if alive, drains it first.
+        # Work is waiting and another worker holds the lock: a refit that will not apply it, or an
+        # applier that died holding it; try again until the lock is free or expires (LOCK_SECONDS).
+        # The check runs after apply_pending gave up the pending flag: a vote stored later queues
+        # its own task.
         raise self.retry(countdown=2, max_retries=LOCKED_OUT_RETRIES)
     return asdict(report)
 

@@ -102,6 +102,32 @@ def test_a_refit_learns_how_common_each_answer_is_unless_told_not_to(make_workfl
         np.testing.assert_allclose(prior, [0.25] * 4)
 
 
+def test_a_task_locked_out_by_a_refit_leaves_the_next_vote_a_task_of_its_own(
+    make_workflow, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    # The bench's stall: a task queued for votes that were already applied runs while a refit holds
+    # the applier lock; once the refit is done, the next vote must still queue a task to apply it.
+    from live import services, tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.apply_workflow, "delay", lambda workflow_id: queued.append(workflow_id))
+    workflow = make_workflow(n=6)
+    hot_state.clear_pending(workflow.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        _submit_votes(workflow, n_volunteers=1, per_volunteer=2)
+    assert queued == [workflow.pk]
+    apply_pending(workflow.pk)  # another worker's applier took these votes...
+    assert hot_state.mark_pending(workflow.pk)  # ...before this submission's after-commit hook flagged them
+    with services.applier_lock(workflow.pk, wait_seconds=5):  # a refit
+        result = tasks.apply_workflow.apply(args=[workflow.pk]).get()  # the queued task runs now
+    assert result["locked_out"] and result["applied"] == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        _submit_votes(workflow, n_volunteers=1, per_volunteer=2, seed=8)
+    assert queued == [workflow.pk, workflow.pk], "the vote after the refit queued no task: it would wait forever"
+    apply_pending(workflow.pk)
+    assert not Classification.objects.filter(workflow=workflow, applied_seq__isnull=True).exists()
+
+
 def test_the_rebuild_command_reports_a_tampered_live_state(make_workflow) -> None:
     workflow = make_workflow(n=8)
     _submit_votes(workflow, n_volunteers=6, per_volunteer=6)
