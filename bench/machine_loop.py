@@ -10,8 +10,9 @@ galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submission
 computed without the platform for every galaxy, from the same crowd (``a_offline_all``).
 
 (a) Galaxy Zoo 2's way: every galaxy gets 40 votes (policy ``max:40``), the label is their majority;
-(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, skills learned online, a refit every
-    ``--refit-every`` votes as the beat schedule would);
+(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings: skills
+    learned online, the class prior re-estimated at each refit, a refit every ``--refit-every`` votes
+    as the beat schedule would);
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
     ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started), predictions
     entering the engine as the machine agent, each version calibrated on half the gold galaxies
