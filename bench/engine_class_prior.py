@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_loop import ENGINE_POLICY, Crowd, gz1_galaxies, offline_majority  # noqa: E402
+from machine_loop import ENGINE_POLICY, Crowd, gold_indices, gz1_galaxies, offline_majority  # noqa: E402
 
 from aggregation.estimator import ConsensusEstimator  # noqa: E402
 from aggregation.retirement import parse_policy  # noqa: E402
@@ -85,7 +85,7 @@ def main() -> None:
         galaxies = gz1_galaxies(args.galaxies, seed)
         labels = np.array([y for _, y in galaxies])
         crowd = Crowd(labels, args.volunteers, seed)
-        gold = set(random.Random(seed).sample(range(len(galaxies)), round(args.gold_share * len(galaxies))))  # as machine_loop
+        gold = gold_indices(len(galaxies), args.gold_share, random.Random(seed))  # the same gold as machine_loop
         non_gold = [g for g in range(len(galaxies)) if g not in gold]
         share = float(labels[non_gold].mean())
         run = {"seed": seed, "featured_share": round(share, 4), "a_40_votes_majority": offline_majority(crowd, non_gold, 40, seed)}

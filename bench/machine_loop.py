@@ -181,6 +181,11 @@ def start_worker(name: str, queue: str, log_dir: Path) -> subprocess.Popen:
     return process
 
 
+def gold_indices(n_galaxies: int, gold_share: float, rng: random.Random) -> set[int]:
+    """Which galaxies are gold: a random ``gold_share`` of them."""
+    return set(rng.sample(range(n_galaxies), round(gold_share * n_galaxies)))
+
+
 def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample: int, seed: int):
     """The galaxies as subjects (images through Django's storage), gold for a random share, in two
     subject sets: a random ``a_sample`` of the non-gold galaxies (all of them when 0), the only set
@@ -192,7 +197,7 @@ def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample:
 
     project = Project.objects.create(slug="machine-loop-bench", title="Machine loop benchmark (GZ1)")
     rng = random.Random(seed)
-    gold = set(rng.sample(range(len(galaxies)), round(gold_share * len(galaxies))))
+    gold = gold_indices(len(galaxies), gold_share, rng)
     non_gold = [i for i in range(len(galaxies)) if i not in gold]
     sample = set(non_gold if not a_sample or a_sample >= len(non_gold) else rng.sample(non_gold, a_sample))
     sets = [SubjectSet.objects.create(project=project, name="GZ1: sample for (a)")]

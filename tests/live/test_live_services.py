@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -35,14 +36,17 @@ def _fresh_hot_state(clean_redis) -> None:
     """Each test starts with empty Redis state (its workflow ids may repeat across tests)."""
 
 
-def _submit_votes(workflow, n_volunteers: int = 12, per_volunteer: int = 8, seed: int = 1) -> None:
+def _submit_votes(
+    workflow, n_volunteers: int = 12, per_volunteer: int = 8, seed: int = 1,
+    truth_of: Callable[[int], int] = lambda subject_id: subject_id % 2, skills: tuple[float, float] = (0.55, 0.95),
+) -> None:
     rng = random.Random(seed)
-    subject_ids = list(workflow.subject_states.values_list("subject_id", flat=True))
+    subject_ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
     for _ in range(n_volunteers):
         volunteer = Volunteer.objects.create()
-        skill = rng.uniform(0.55, 0.95)
+        skill = rng.uniform(*skills)
         for subject_id in rng.sample(subject_ids, min(per_volunteer, len(subject_ids))):
-            truth = subject_id % 2
+            truth = truth_of(subject_id)
             answer = truth if rng.random() < skill else 1 - truth
             annotations = [{"task": "T0", "value": answer}] + ([{"task": "T1", "value": 0}] if answer == 1 else [])
             submit_classification(volunteer, {
@@ -77,19 +81,9 @@ def test_a_refit_learns_how_common_each_answer_is_unless_told_not_to(make_workfl
     # the crowd; a workflow that sets learn_class_prior false keeps the uniform prior.
     retirement = {"policy": "max:40"} | ({} if learn else {"estimator": {"learn_class_prior": False}})
     workflow = make_workflow(n=40, retirement=retirement)
-    rng = random.Random(4)
     subject_ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
     truth = {s: int(i % 5 == 0) for i, s in enumerate(subject_ids)}
-    for _ in range(16):
-        volunteer = Volunteer.objects.create()
-        skill = rng.uniform(0.75, 0.95)
-        for subject_id in rng.sample(subject_ids, 12):
-            answer = truth[subject_id] if rng.random() < skill else 1 - truth[subject_id]
-            annotations = [{"task": "T0", "value": answer}] + ([{"task": "T1", "value": 0}] if answer == 1 else [])
-            submit_classification(volunteer, {
-                "workflow": workflow.pk, "subject": subject_id, "idempotency_key": f"prior-{volunteer.pk}-{subject_id}",
-                "annotations": [*annotations, {"task": "T2", "value": []}],
-            })
+    _submit_votes(workflow, n_volunteers=16, per_volunteer=12, seed=4, truth_of=truth.__getitem__, skills=(0.75, 0.95))
     apply_pending(workflow.pk)
     refit_workflow(workflow.pk)
     agg = aggregation_of(workflow)
