@@ -14,7 +14,8 @@ computed without the platform for every galaxy, from the same crowd (``a_offline
     learned online, the class prior re-estimated at each refit, a refit every ``--refit-every`` votes
     as the beat schedule would);
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
-    ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started), predictions
+    ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started, at least
+    ``--min-steps`` optimiser steps either way), predictions
     entering the engine as the machine agent, each version calibrated on half the gold galaxies
     (``--calibration-share``) and measured on the other half, machine retirement once trained (here:
     gold accuracy >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy``
@@ -403,6 +404,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--warm-epochs", type=int, default=6)
+    parser.add_argument("--min-steps", type=int, default=200, help="at least this many optimiser steps per training run")
     parser.add_argument("--machine-threshold", type=float, default=0.95)
     parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--min-gold-accuracy", type=float, default=0.8)
@@ -468,7 +470,7 @@ def main() -> None:
         "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
         "calibration_share": args.calibration_share, "promotion_tolerance": args.promotion_tolerance,
         "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
-        "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "mc_samples": 20, "seed": args.seed,
+        "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
     }
     modes = {
         "a": ("(a) 40 votes, majority", "max:40", {}, True, (20, 400, 400)),

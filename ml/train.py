@@ -176,6 +176,7 @@ def train(
     val_dataset: GalaxyDataset | None = None,
     val_every: int = 1,
     log: Callable[[dict], None] | None = None,
+    min_steps: int = 0,
 ) -> dict:
     """Train ``model`` in place with AdamW and a warm-up + cosine learning-rate schedule.
 
@@ -185,9 +186,16 @@ def train(
     at the end (and before each validation, every ``val_every`` epochs). Returns metrics:
     per-epoch train loss (and validation loss with ``val_dataset``), the total seconds and the
     examples seen.
+
+    ``min_steps``: at least this many optimiser steps (more epochs where the data are few). Why:
+    a fixed number of epochs gives a hundred subjects two steps an epoch, and a CNN that has taken
+    thirty steps has learnt little beyond the class mix (``bench/cnn_training_steps.py``); the
+    first versions of an online model train on just so few.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if min_steps < 0:
+        raise ValueError(f"min_steps must be >= 0, got {min_steps}")
     if warm_start_state is not None:
         load_matching_state(model, warm_start_state)
     n = len(dataset)
@@ -197,6 +205,7 @@ def train(
         return {"epochs": history, "train_seconds": 0.0, "n_train": n}
     x_all, t_all = dataset.tensors()
     steps_per_epoch = math.ceil(n / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
     warmup = max(1, min(steps_per_epoch, total_steps // 10))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

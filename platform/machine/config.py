@@ -20,6 +20,7 @@
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
 | ``epochs`` / ``warm_epochs`` | ``8`` / ``3`` | epochs from scratch (first version) / warm-started from the current one |
+| ``min_steps`` | ``200`` | ... but at least this many optimiser steps (batches) per training run: more epochs while the retired subjects are few (a hundred subjects give two steps an epoch; ``bench/cnn_training_steps.py``) |
 | ``image_size`` | ``64`` | pixels per side the CNN sees |
 | ``batch_size`` | ``64`` | training batch size |
 | ``tta`` | ``False`` | average predictions over the 8 rotations/flips (8× the inference time) |
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "max_train": 20000,
     "epochs": 8,
     "warm_epochs": 3,
+    "min_steps": 200,
     "image_size": 64,
     "batch_size": 64,
     "tta": False,
@@ -66,7 +68,7 @@ _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "st
               "min_retire_accuracy", "calibration_share")
 _POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
-_NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "seed")
+_NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "min_steps", "seed")
 _NON_NEGATIVE_NUMBERS = ("promotion_tolerance",)
 
 

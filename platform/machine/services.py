@@ -383,11 +383,13 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         if warm is not None:
             classifier = warm
             images = load_images(ids, classifier.config.image_size)
-            run = classifier.partial_fit(images, {key: soft}, epochs=cfg["warm_epochs"], batch_size=cfg["batch_size"], seed=seed)
+            run = classifier.partial_fit(images, {key: soft}, epochs=cfg["warm_epochs"], batch_size=cfg["batch_size"], seed=seed,
+                                      min_steps=cfg["min_steps"])
         else:
             classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
             images = load_images(ids, classifier.config.image_size)
-            run = classifier.fit(images, {key: soft}, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=seed)
+            run = classifier.fit(images, {key: soft}, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=seed,
+                                 min_steps=cfg["min_steps"])
         calibration_gold, gold = split_gold(gold_set(workflow), cfg)
         if calibration_gold[0]:
             classifier.calibrate(load_images(calibration_gold[0], classifier.config.image_size), {key: calibration_gold[1]}, tta=cfg["tta"])

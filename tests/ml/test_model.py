@@ -79,6 +79,19 @@ def test_training_is_deterministic_for_a_seed(blob_data) -> None:
     assert not torch.equal(other.model.heads["shape"].weight, states[0]["heads.shape.weight"])
 
 
+def test_min_steps_adds_epochs_only_where_the_data_are_few(blob_data) -> None:
+    images, y = blob_data
+    clf = GalaxyClassifier(heads=[("shape", 2)], seed=0, **SMALL)
+    few = clf.fit(images[:24], y[:24], epochs=1, batch_size=8, min_steps=10)  # 3 steps an epoch
+    assert len(few["epochs"]) == 4
+    many = clf.fit(images[:24], y[:24], epochs=5, batch_size=8, min_steps=10)  # 15 steps already
+    assert len(many["epochs"]) == 5
+    warm = clf.partial_fit(images[:16], y[:16], epochs=1, batch_size=8, min_steps=7)
+    assert len(warm["epochs"]) == 4
+    with pytest.raises(ValueError, match="min_steps"):
+        clf.fit(images[:24], y[:24], epochs=1, min_steps=-1)
+
+
 def test_save_load_round_trip_gives_identical_predictions(trained, blob_data) -> None:
     images = blob_data[0][:8]
     blob = trained.to_bytes()
