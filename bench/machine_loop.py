@@ -16,10 +16,10 @@ computed without the platform for every galaxy, from the same crowd (``a_offline
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
     ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started, at least
     ``--min-steps`` optimiser steps either way), predictions
-    entering the engine as the machine agent, each version calibrated on half the gold galaxies
-    (``--calibration-share``) and measured on the other half, machine retirement once trained (here:
+    entering the engine as the machine agent, each version calibrated on the gold galaxies and
+    measured on them out of fold (``--calibration-folds``), machine retirement once trained (here:
     gold accuracy >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy``
-    on the gold galaxies above the threshold; the platform's default bars are 0.9 and 0.98, which a CNN
+    on the gold galaxies it would retire; the platform's default bars are 0.9 and 0.98, which a CNN
     trained on a few hundred galaxies does not reach) and above ``--machine-threshold``, humans' queue
     ranked by BALD with 10% exploration.
 
@@ -383,7 +383,8 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
             {"version": v.version, "state": v.state, "n_train": v.metrics.get("n_train"), "gold_accuracy": v.metrics.get("accuracy"),
              "ece": None if v.metrics.get("ece") is None else round(v.metrics["ece"], 4), "trained": v.metrics.get("trained"),
              "train_seconds": v.metrics.get("train_seconds"), "confident_share": v.metrics.get("confident_share"),
-             "confident_accuracy": v.metrics.get("confident_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
+             "confident_accuracy": v.metrics.get("confident_accuracy"), "n_retire_gold": v.metrics.get("n_retire_gold"),
+             "retire_accuracy": v.metrics.get("retire_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
             for v in versions
         ]
     return out
@@ -409,9 +410,9 @@ def main() -> None:
     parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--min-gold-accuracy", type=float, default=0.8)
     parser.add_argument("--min-retire-accuracy", type=float, default=0.97,
-                        help="'trained' also needs this accuracy on the gold subjects above the machine threshold")
-    parser.add_argument("--calibration-share", type=float, default=0.5,
-                        help="share of gold galaxies that calibrate each CNN version (0: none, all gold tests it)")
+                        help="'trained' also needs this accuracy on the gold subjects it would retire")
+    parser.add_argument("--calibration-folds", type=int, default=2,
+                        help="gold galaxies calibrate each CNN version and measure it out of fold, in this many folds (0: no calibration)")
     parser.add_argument("--promotion-tolerance", type=float, default=2.0,
                         help="promote a new version unless its log loss is worse by more than this many standard errors")
     parser.add_argument("--retirement-versions", type=int, default=2,
@@ -468,7 +469,7 @@ def main() -> None:
         "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
         "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
         "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
-        "calibration_share": args.calibration_share, "promotion_tolerance": args.promotion_tolerance,
+        "calibration_folds": args.calibration_folds, "promotion_tolerance": args.promotion_tolerance,
         "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
         "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
     }

@@ -8,7 +8,8 @@ labels, see ``ml.train.as_targets``.
 
 Predictions, Monte Carlo samples and embeddings average over the 8 rotations/reflections of
 D4 when ``tta`` is on (the default), which makes them invariant to those transforms.
-``calibrate`` refits each head's logits on known answers (gold): see ``ml.calibration``.
+``calibrate`` refits each head's logits on known answers (gold): see ``ml.calibration``;
+``cross_calibrate`` also says how well that does, out of fold.
 """
 
 from __future__ import annotations
@@ -186,6 +187,38 @@ class GalaxyClassifier:
                 scale, bias = fit_vector_scaling(self.model.heads[key](emb), np.asarray(y))
             self.calibration[key] = {"scale": scale, "bias": bias, "n": int(len(y))}
         return {k: dict(v) for k, v in self.calibration.items()}
+
+    @torch.no_grad()
+    def cross_calibrate(
+        self, images: ImagesLike, labels: Mapping[str, np.ndarray], folds: np.ndarray, tta: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Calibrate on all the labelled images, as ``calibrate``, and return each image's
+        out-of-fold probabilities ``{question_key: (N, K)}``: those of a calibration fitted on the
+        other folds only (``folds``: ``(N,)`` fold numbers, at least two distinct).
+
+        Why: measuring a calibrated model on the subjects it was calibrated on flatters it, and
+        holding half of the gold out of calibration halves what measures it; cross-fitting
+        measures every gold subject, out of sample, for the price of one pass of the CNN."""
+        folds = np.asarray(folds)
+        if len(np.unique(folds)) < 2:
+            raise ValueError("cross-calibration needs at least two folds")
+        self.calibrate(images, labels, tta)  # checks the heads and labels, and is what serves
+        emb = self._transformed_embeddings(images, tta)
+        out: dict[str, np.ndarray] = {}
+        for key, y in labels.items():
+            y = np.asarray(y)
+            if len(y) != len(folds):
+                raise ValueError(f"{len(folds)} fold numbers for {len(y)} answers")
+            logits = self.model.heads[key](emb)
+            probs = np.empty((len(y), logits.shape[-1]))
+            for fold in np.unique(folds):
+                held = folds == fold
+                with torch.enable_grad():
+                    scale, bias = fit_vector_scaling(logits[:, ~held], y[~held])
+                scaled = apply_vector_scaling(logits[:, held], scale, bias)
+                probs[held] = self.model.probabilities(scaled).mean(0).numpy()
+            out[key] = probs
+        return out
 
     @torch.no_grad()
     def predict_proba(self, images: ImagesLike, tta: bool = True) -> dict[str, np.ndarray]:

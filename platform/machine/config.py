@@ -13,8 +13,8 @@
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
 | ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
-| ``min_retire_accuracy`` | ``0.98`` | ... and each at least this accurate on the gold subjects where its top probability reaches ``machine_threshold`` (at least ``min_gold_subjects`` of them): what it would retire |
-| ``calibration_share`` | ``0.5`` | share of gold subjects (by a stable hash of their id) whose experts' answers calibrate each version's probabilities (``ml.calibration``); the rest are its test set. ``0``: no calibration, all gold tests |
+| ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects it would retire by the rule it retires by (``machine_threshold``, ``retirement_versions``), at least ``min_gold_subjects`` of them |
+| ``calibration_folds`` | ``2`` | gold subjects (split by a stable hash of their id) are cut into this many folds: each version's probabilities are calibrated (``ml.calibration``) on the experts' answers to all of them, and measured on each fold with a calibration fitted on the other folds (cross-fitting: every gold subject measures, none with a calibration it helped fit). ``0``: no calibration |
 | ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "stable_versions": 2,
     "stability_tolerance": 0.03,
     "min_retire_accuracy": 0.98,
-    "calibration_share": 0.5,
+    "calibration_folds": 2,
     "promotion_tolerance": 2.0,
     "min_train": 20,
     "validation_share": 0.2,
@@ -65,10 +65,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
-              "min_retire_accuracy", "calibration_share")
+              "min_retire_accuracy")
 _POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
-_NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "min_steps", "seed")
+_NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "min_steps", "calibration_folds", "seed")
 _NON_NEGATIVE_NUMBERS = ("promotion_tolerance",)
 
 
@@ -95,6 +95,8 @@ def validate_active_learning(config: Any) -> list[str]:
         low = 1 if key in _POSITIVE_INTS else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(f"{key} must be an integer >= {low}")
+    if config.get("calibration_folds") == 1:
+        errors.append("calibration_folds must be 0 (no calibration) or at least 2")
     return errors
 
 

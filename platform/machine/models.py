@@ -47,6 +47,11 @@ class ModelVersion(models.Model):
         default=dict, blank=True,
         help_text="On the held-out gold set: accuracy, ece, confusion, n_train, n_gold_test, trained, ...",
     )
+    gold_predictions = models.JSONField(
+        default=dict, blank=True,
+        help_text="{gold subject id: first-question probabilities}, out of fold (machine.services.calibrate_on_gold): "
+                  "its successors' retirement rule averages them with theirs.",
+    )
     model = models.BinaryField(null=True, blank=True, help_text="ml.GalaxyClassifier.to_bytes()")
     retired_seen = models.PositiveIntegerField(default=0, help_text="Human-retired subjects when training started.")
     error = models.TextField(blank=True)

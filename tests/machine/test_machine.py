@@ -18,6 +18,7 @@ from machine import services
 from machine.config import DEFAULTS, settings_of, validate_active_learning
 from machine.models import ModelVersion
 from machine.selectors import current_model, model_versions
+from ml import GalaxyClassifier
 from projects.models import AdminAction, SubjectWorkflowState
 from tests.machine.conftest import vote
 
@@ -28,11 +29,11 @@ State = ModelVersion.State
 def _metrics(accuracies: Iterator[float]):
     """A stand-in for ``services.evaluate``: the given gold accuracies, one per call."""
 
-    def evaluate(classifier, workflow, cfg, gold=None, validation=None) -> dict:
+    def evaluate(classifier, workflow, cfg, gold=None, validation=None, **measured_on) -> dict:
         accuracy = next(accuracies)
+        n = len(gold[0]) if gold else 12
         return {"accuracy": accuracy, "balanced_accuracy": None, "ece": 0.05, "confusion": [[1, 0], [0, 1]],
-                "n_gold_test": len(gold[0]) if gold else 12, "n_confident": len(gold[0]) if gold else 12,
-                "confident_accuracy": accuracy}
+                "n_gold_test": n, "n_confident": n, "confident_accuracy": accuracy, "n_retire_gold": n, "retire_accuracy": accuracy}
 
     return evaluate
 
@@ -71,6 +72,13 @@ def oracle(monkeypatch) -> None:
     monkeypatch.setattr(services, "load_classifier", lambda version: _Oracle(load_classifier(version), seen))
 
 
+def _folds_big_enough(gold_ids, min_gold_subjects: int) -> bool:
+    """Whether, in two calibration folds, each fold's complement has ``min_gold_subjects`` (the
+    subjects' ids, and so their folds, depend on what the database created before)."""
+    folds = [services.gold_fold(i, 2) for i in gold_ids]
+    return min(folds.count(0), folds.count(1)) >= min_gold_subjects
+
+
 def _retired_by(workflow, reason: str) -> set[int]:
     return set(
         SubjectWorkflowState.objects.filter(workflow=workflow, status="retired", retirement_reason=reason).values_list("subject_id", flat=True)
@@ -95,9 +103,14 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     assert version.version == 1 and version.state == State.PROMOTED and version.promoted_at is not None
     m = version.metrics
     assert m["n_train"] + m["n_validation"] == human_retired and m["n_validation"] >= 1
-    # The 14 gold subjects: a stable half calibrates the CNN's probabilities, the rest measure it.
-    assert m["n_gold_test"] + m["n_gold_calibration"] == 14 and m["n_gold_calibration"] >= 4
-    assert m["calibration"]["n"] == m["n_gold_calibration"] and m["calibration"]["scale"] > 0
+    # The 14 gold subjects all calibrate the CNN's probabilities, and all measure it, out of fold.
+    gold_ids = set(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=True).values_list("subject_id", flat=True))
+    assert m["n_gold_test"] == 14 and m["n_gold_calibration"] == (14 if _folds_big_enough(gold_ids, 4) else 0)
+    assert m["n_gold_calibration"] == 0 or (m["calibration"]["n"] == 14 and m["calibration"]["scale"] > 0)
+    assert set(version.gold_predictions) == {str(i) for i in gold_ids}  # kept for its successors' retirement rule
+    assert all(sum(p) == pytest.approx(1.0) for p in version.gold_predictions.values())
+    # Alone (no ancestor yet), what it would retire is what it alone is sure of.
+    assert m["n_retire_gold"] == m["n_confident"] and m["retire_accuracy"] == m["confident_accuracy"]
     assert services.load_classifier(version).calibration["T0"] == m["calibration"]  # stored with the weights
     assert 0.0 <= m["validation_accuracy"] <= 1.0 and 0.0 <= m["comparison_accuracy"] <= 1.0
     assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
@@ -180,9 +193,10 @@ def _losses(per_call: Iterator[np.ndarray]):
     """A stand-in for ``services.evaluate`` scoring each call's version with the given per-subject
     log losses on the comparison subjects (and a gold accuracy no version is "trained" at)."""
 
-    def evaluate(classifier, workflow, cfg, gold=None, validation=None) -> dict:
+    def evaluate(classifier, workflow, cfg, gold=None, validation=None, **measured_on) -> dict:
         losses = next(per_call)
         return {"accuracy": 0.5, "ece": 0.05, "n_gold_test": 12, "n_confident": 0, "confident_accuracy": None,
+                "n_retire_gold": 0, "retire_accuracy": None,
                 "comparison_accuracy": 0.5, "comparison_log_loss": float(losses.mean()),
                 services.COMPARISON_LOSSES: losses}
 
@@ -215,30 +229,47 @@ def test_promotion_tolerates_noise_but_not_a_real_loss(machine_workflow, monkeyp
     assert versions[2].metrics["log_loss_difference"]["mean"] == pytest.approx(0.05)
 
 
-def test_trained_needs_proven_accuracy_where_the_machine_is_sure() -> None:
+def test_trained_needs_proven_accuracy_where_the_machine_would_retire() -> None:
     cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
                        "min_gold_subjects": 20, "stable_versions": 2})
 
-    def version(accuracy: float, confident_accuracy: float | None, confident_share: float, parent=None) -> ModelVersion:
+    def version(accuracy: float, retire_accuracy: float | None, retire_share: float, parent=None) -> ModelVersion:
         return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics={
-            "accuracy": accuracy, "n_gold_test": 200, "n_confident": round(confident_share * 200),
-            "confident_accuracy": confident_accuracy})
+            "accuracy": accuracy, "n_gold_test": 200, "n_retire_gold": round(retire_share * 200),
+            "retire_accuracy": retire_accuracy})
 
     good = version(0.84, 0.99, 0.4)
     assert services.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
     # Good on average, but wrong too often where it would retire: not trained.
     trained, why = services.trained_criterion(version(0.86, 0.95, 0.5, good), cfg)
-    assert not trained and "above the machine threshold" in why
-    # Too few gold subjects above the threshold (19 of 200) to tell.
+    assert not trained and "it would retire" in why
+    # Too few gold subjects it would retire (19 of 200) to tell.
     assert not services.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
-    # Every version of the chain must pass, the ancestor included.
-    assert not services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
+    # The rule already averages the ancestors' probabilities: it is measured once, on the newest.
+    assert services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
     # Stable: a drop of more than the tolerance below an ancestor is not, a rise is.
     trained, why = services.trained_criterion(version(0.80, 0.99, 0.4, version(0.86, 0.99, 0.4)), cfg)
     assert not trained and "fell by more than" in why
     assert services.trained_criterion(version(0.86, 0.99, 0.4, version(0.80, 0.99, 0.4)), cfg)[0]
-    # The overall bar (GZX's) still holds.
+    # The overall bar (GZX's) still holds, for every version of the chain.
     assert not services.trained_criterion(version(0.79, 1.0, 0.4, good), cfg)[0]
+    assert not services.trained_criterion(version(0.85, 1.0, 0.4, version(0.79, 1.0, 0.4)), cfg)[0]
+
+
+def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by(machine_workflow) -> None:
+    workflow = machine_workflow()
+    cfg = settings_of({"enabled": True, "machine_threshold": 0.9})
+    gold = ([11, 12, 13, 14, 15], np.array([0, 0, 1, 1, 0]))
+    probs = np.array([[0.97, 0.03], [0.95, 0.05], [0.02, 0.98], [0.96, 0.04], [0.6, 0.4]])
+    alone = services.evaluate(None, workflow, cfg, gold, gold_probs=probs)
+    assert alone["n_retire_gold"] == alone["n_confident"] == 4 and alone["retire_accuracy"] == 0.75  # 14 is wrong
+    # With its parent: 12's mean falls below the threshold, 14's parent disagrees; 15 stays unsure.
+    parent = {"11": [0.99, 0.01], "12": [0.8, 0.2], "13": [0.05, 0.95], "14": [0.1, 0.9], "15": [0.99, 0.01]}
+    ruled = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, earlier=[parent])
+    assert ruled["n_retire_gold"] == 2 and ruled["retire_accuracy"] == 1.0 and ruled["retire_share"] == 0.4
+    assert ruled["n_confident"] == 4  # this version alone, for the record
+    # An ancestor that never measured a subject (an older version): that subject cannot be retired.
+    assert services.evaluate(None, workflow, cfg, gold, gold_probs=probs, earlier=[{}])["n_retire_gold"] == 0
 
 
 def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workflow, monkeypatch, oracle) -> None:
@@ -460,18 +491,27 @@ def test_a_batch_that_fails_to_commit_is_not_applied_twice_on_retry(machine_work
         assert state.posterior["T0"] == pytest.approx(engine_lib.posterior_of(replayed, state.subject_id, "T0"), abs=1e-12)
 
 
-def test_gold_splits_into_a_stable_calibration_part_and_a_test_part() -> None:
-    ids = list(range(1, 201))
-    gold = (ids, np.array(ids) % 2)
-    calibration, test = services.split_gold(gold, settings_of({"enabled": True, "calibration_share": 0.5}))
-    assert 70 < len(calibration[0]) < 130 and sorted(calibration[0] + test[0]) == ids  # disjoint, nothing lost
-    assert list(calibration[1]) == [i % 2 for i in calibration[0]] and list(test[1]) == [i % 2 for i in test[0]]
-    assert services.split_gold(gold, settings_of({"enabled": True, "calibration_share": 0.5}))[0][0] == calibration[0]
-    # Too few to calibrate on (fewer than min_gold_subjects) or share 0: every gold subject measures.
-    for cfg in ({"calibration_share": 0.5, "min_gold_subjects": 150}, {"calibration_share": 0.0}):
-        calibration, test = services.split_gold(gold, settings_of({"enabled": True} | cfg))
-        assert calibration[0] == [] and test[0] == ids
-    assert settings_of({"enabled": True})["calibration_share"] == 0.5
-    assert validate_active_learning({"calibration_share": 1.5}) == ["calibration_share must be a number between 0 and 1"]
+def test_gold_folds_are_stable_and_calibration_falls_back_to_none_when_gold_is_scarce(machine_workflow) -> None:
+    folds = [services.gold_fold(i, 2) for i in range(1, 1001)]
+    assert 400 < folds.count(0) < 600 and set(folds) == {0, 1}
+    assert folds == [0 if services.is_held_out(i, 0.5) else 1 for i in range(1, 1001)]  # two folds: the old halves
+    assert set(services.gold_fold(i, 5) for i in range(1, 1001)) == {0, 1, 2, 3, 4}
+
+    workflow = machine_workflow()
+    gold = services.gold_set(workflow)
+    classifier = GalaxyClassifier([("T0", 2)], image_size=32, channels=(8, 16, 32, 32), embedding_dim=32, seed=0)
+    plain = classifier.predict_proba(services.load_images(gold[0], 32), tta=False)["T0"]
+    fold_sizes = [[services.gold_fold(i, 2) for i in gold[0]].count(f) for f in (0, 1)]
+    enough = min(fold_sizes)  # the smaller fold is the larger one's complement
+    assert enough >= 1
+    for cfg in ({"calibration_folds": 2, "min_gold_subjects": enough + 1}, {"calibration_folds": 0}):
+        probs = services.calibrate_on_gold(classifier, gold, settings_of({"enabled": True} | cfg))
+        assert classifier.calibration == {} and np.allclose(probs, plain, atol=1e-6)
+    probs = services.calibrate_on_gold(classifier, gold, settings_of({"enabled": True, "calibration_folds": 2, "min_gold_subjects": enough}))
+    assert classifier.calibration["T0"]["n"] == 14 and probs.shape == (14, 2) and not np.allclose(probs, plain, atol=1e-4)
+
+    assert settings_of({"enabled": True})["calibration_folds"] == 2
+    assert validate_active_learning({"calibration_folds": 1}) == ["calibration_folds must be 0 (no calibration) or at least 2"]
+    assert validate_active_learning({"calibration_share": 0.5}) == ["unknown key 'calibration_share'"]
     assert validate_active_learning({"promotion_tolerance": -1}) == ["promotion_tolerance must be a number >= 0"]
     assert validate_active_learning({"promotion_tolerance": 3}) == []

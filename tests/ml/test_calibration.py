@@ -76,3 +76,24 @@ def test_classifier_calibration_changes_predictions_is_stored_and_is_reset_by_tr
     votes = GalaxyClassifier(heads=[("shape", 2)], output="dirichlet", **SMALL)
     with pytest.raises(ValueError, match="softmax"):
         votes.calibrate(images, {"shape": y})
+
+
+def test_cross_calibration_measures_each_fold_with_a_calibration_it_did_not_fit() -> None:
+    images, y = blobs(48)
+    clf = GalaxyClassifier(heads=[("shape", 2)], seed=1, **SMALL)
+    clf.fit(images, y, epochs=2, batch_size=16)
+    answers = np.where(np.arange(len(y)) % 3 == 0, 1 - y, y)  # a third contradict the CNN
+    folds = np.arange(len(y)) % 2
+    out_of_fold = clf.cross_calibrate(images, {"shape": answers}, folds, tta=False)["shape"]
+    # What serves is the calibration on every answer ...
+    on_all = copy.deepcopy(clf)
+    on_all.calibrate(images, {"shape": answers}, tta=False)
+    assert clf.calibration == on_all.calibration
+    # ... and each fold's probabilities are those of a calibration fitted on the other fold alone.
+    for fold in (0, 1):
+        other = copy.deepcopy(clf)
+        other.calibrate(images[folds != fold], {"shape": answers[folds != fold]}, tta=False)
+        np.testing.assert_allclose(out_of_fold[folds == fold], other.predict_proba(images[folds == fold], tta=False)["shape"], atol=1e-5)
+        assert not np.allclose(out_of_fold[folds == fold], clf.predict_proba(images[folds == fold], tta=False)["shape"], atol=1e-3)
+    with pytest.raises(ValueError, match="two folds"):
+        clf.cross_calibrate(images, {"shape": answers}, np.zeros(len(y)), tta=False)
