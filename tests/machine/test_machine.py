@@ -5,6 +5,7 @@ score with an exploration share, roll-back, the retraining trigger, and the sett
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -515,3 +516,24 @@ def test_gold_folds_are_stable_and_calibration_falls_back_to_none_when_gold_is_s
     assert validate_active_learning({"calibration_share": 0.5}) == ["unknown key 'calibration_share'"]
     assert validate_active_learning({"promotion_tolerance": -1}) == ["promotion_tolerance must be a number >= 0"]
     assert validate_active_learning({"promotion_tolerance": 3}) == []
+
+
+def test_the_migration_turns_a_calibration_share_into_folds_and_back(machine_workflow) -> None:
+    from django.apps import apps
+
+    from projects.models import Workflow
+
+    migration = importlib.import_module("machine.migrations.0002_gold_predictions")
+    off, on, untouched = machine_workflow(), machine_workflow(), machine_workflow()
+    Workflow.objects.filter(pk=off.pk).update(active_learning={"enabled": True, "calibration_share": 0.0})
+    Workflow.objects.filter(pk=on.pk).update(active_learning={"enabled": True, "calibration_share": 0.3, "epochs": 4})
+    before = Workflow.objects.get(pk=untouched.pk).active_learning
+    migration.share_to_folds(apps, None)
+    settings = {w.pk: w.active_learning for w in Workflow.objects.filter(pk__in=[off.pk, on.pk, untouched.pk])}
+    assert settings[off.pk] == {"enabled": True, "calibration_folds": 0}
+    assert settings[on.pk] == {"enabled": True, "calibration_folds": 2, "epochs": 4}
+    assert settings[untouched.pk] == before
+    assert all(validate_active_learning(s) == [] for s in settings.values())
+    migration.folds_to_share(apps, None)
+    assert Workflow.objects.get(pk=off.pk).active_learning == {"enabled": True, "calibration_share": 0.0}
+    assert Workflow.objects.get(pk=on.pk).active_learning["calibration_share"] == 0.5
