@@ -34,7 +34,8 @@ def _metrics(accuracies: Iterator[float]):
         accuracy = next(accuracies)
         n = len(gold[0]) if gold else 12
         return {"accuracy": accuracy, "balanced_accuracy": None, "ece": 0.05, "confusion": [[1, 0], [0, 1]],
-                "n_gold_test": n, "n_confident": n, "confident_accuracy": accuracy, "n_retire_gold": n, "retire_accuracy": accuracy}
+                "n_gold_test": n, "n_confident": n, "confident_accuracy": accuracy, "n_retire_gold": n, "retire_accuracy": accuracy,
+                "n_retired_gold": n, "retired_gold_accuracy": accuracy}
 
     return evaluate
 
@@ -111,7 +112,8 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     assert set(version.gold_predictions) == {str(i) for i in gold_ids}  # kept for its successors' retirement rule
     assert all(sum(p) == pytest.approx(1.0) for p in version.gold_predictions.values())
     # Alone (no ancestor yet), what it would retire is what it alone is sure of.
-    assert m["n_retire_gold"] == m["n_confident"] and m["retire_accuracy"] == m["confident_accuracy"]
+    assert m["n_retire_gold"] == m["n_retired_gold"] == m["n_confident"]
+    assert m["retire_accuracy"] == m["retired_gold_accuracy"] == m["confident_accuracy"]
     assert services.load_classifier(version).calibration["T0"] == m["calibration"]  # stored with the weights
     assert 0.0 <= m["validation_accuracy"] <= 1.0 and 0.0 <= m["comparison_accuracy"] <= 1.0
     assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
@@ -197,7 +199,7 @@ def _losses(per_call: Iterator[np.ndarray]):
     def evaluate(classifier, workflow, cfg, gold=None, validation=None, **measured_on) -> dict:
         losses = next(per_call)
         return {"accuracy": 0.5, "ece": 0.05, "n_gold_test": 12, "n_confident": 0, "confident_accuracy": None,
-                "n_retire_gold": 0, "retire_accuracy": None,
+                "n_retire_gold": 0, "retire_accuracy": None, "n_retired_gold": 0, "retired_gold_accuracy": None,
                 "comparison_accuracy": 0.5, "comparison_log_loss": float(losses.mean()),
                 services.COMPARISON_LOSSES: losses}
 
@@ -234,19 +236,19 @@ def test_trained_needs_proven_accuracy_where_the_machine_would_retire() -> None:
     cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
                        "min_gold_subjects": 20, "stable_versions": 2})
 
-    def version(accuracy: float, retire_accuracy: float | None, retire_share: float, parent=None) -> ModelVersion:
+    def version(accuracy: float, retired_accuracy: float | None, retired_share: float, parent=None) -> ModelVersion:
         return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics={
-            "accuracy": accuracy, "n_gold_test": 200, "n_retire_gold": round(retire_share * 200),
-            "retire_accuracy": retire_accuracy})
+            "accuracy": accuracy, "n_gold_test": 200, "n_retired_gold": round(retired_share * 200),
+            "retired_gold_accuracy": retired_accuracy})
 
     good = version(0.84, 0.99, 0.4)
     assert services.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
     # Good on average, but wrong too often where it would retire: not trained.
     trained, why = services.trained_criterion(version(0.86, 0.95, 0.5, good), cfg)
-    assert not trained and "it would retire" in why
-    # Too few gold subjects it would retire (19 of 200) to tell.
+    assert not trained and "would have retired" in why
+    # Too few gold subjects it would have retired (19 of 200) to tell.
     assert not services.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
-    # The rule already averages the ancestors' probabilities: it is measured once, on the newest.
+    # The replay already covers the ancestors' retirements: it is measured once, on the newest.
     assert services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
     # Stable: a drop of more than the tolerance below an ancestor is not, a rise is.
     trained, why = services.trained_criterion(version(0.80, 0.99, 0.4, version(0.86, 0.99, 0.4)), cfg)
@@ -257,20 +259,33 @@ def test_trained_needs_proven_accuracy_where_the_machine_would_retire() -> None:
     assert not services.trained_criterion(version(0.85, 1.0, 0.4, version(0.79, 1.0, 0.4)), cfg)[0]
 
 
-def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by(machine_workflow) -> None:
+def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_line(machine_workflow) -> None:
     workflow = machine_workflow()
-    cfg = settings_of({"enabled": True, "machine_threshold": 0.9})
+    cfg = settings_of({"enabled": True, "machine_threshold": 0.9})  # retirement_versions 2
     gold = ([11, 12, 13, 14, 15], np.array([0, 0, 1, 1, 0]))
     probs = np.array([[0.97, 0.03], [0.95, 0.05], [0.02, 0.98], [0.96, 0.04], [0.6, 0.4]])
     alone = services.evaluate(None, workflow, cfg, gold, gold_probs=probs)
     assert alone["n_retire_gold"] == alone["n_confident"] == 4 and alone["retire_accuracy"] == 0.75  # 14 is wrong
     # With its parent: 12's mean falls below the threshold, 14's parent disagrees; 15 stays unsure.
     parent = {"11": [0.99, 0.01], "12": [0.8, 0.2], "13": [0.05, 0.95], "14": [0.1, 0.9], "15": [0.99, 0.01]}
-    ruled = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, earlier=[parent])
+    ruled = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(parent, True)])
     assert ruled["n_retire_gold"] == 2 and ruled["retire_accuracy"] == 1.0 and ruled["retire_share"] == 0.4
     assert ruled["n_confident"] == 4  # this version alone, for the record
+    # The parent alone (no grandparent) retired nothing; so its line's retirements are this version's.
+    assert ruled["n_retired_gold"] == 2 and ruled["retired_gold_accuracy"] == 1.0
+    # A trained version before the parent, sure of 14 and 15 with the grandparent: the line retired
+    # them then, with the answer it gave (15 wrongly); this version's own rule knows nothing of that.
+    grandparent = {"11": [0.9, 0.1], "12": [0.5, 0.5], "13": [0.5, 0.5], "14": [0.05, 0.95], "15": [0.05, 0.95]}
+    older = {"11": [0.5, 0.5], "12": [0.5, 0.5], "13": [0.5, 0.5], "14": [0.04, 0.96], "15": [0.02, 0.98]}
+    line = [(grandparent, False), (older, True), (parent, True)]
+    replayed = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=line)
+    assert replayed["n_retire_gold"] == 2 and replayed["retire_accuracy"] == 1.0
+    assert replayed["n_retired_gold"] == 4 and replayed["retired_gold_accuracy"] == 0.75  # 11, 13 now; 14, 15 then
+    # An untrained version retires nothing, in the replay as on the platform: 15 stays, 14 waits for the parent.
+    untrained = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(grandparent, False), (older, False), (parent, True)])
+    assert untrained["n_retired_gold"] == 3 and untrained["retired_gold_accuracy"] == 1.0
     # An ancestor that never measured a subject (an older version): that subject cannot be retired.
-    assert services.evaluate(None, workflow, cfg, gold, gold_probs=probs, earlier=[{}])["n_retire_gold"] == 0
+    assert services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[({}, True)])["n_retire_gold"] == 0
 
 
 def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workflow, monkeypatch, oracle) -> None:
