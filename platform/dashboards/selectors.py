@@ -52,6 +52,11 @@ def model_summary(version: Any) -> dict[str, Any]:
         "accuracy": metrics.get("accuracy"),
         "ece": metrics.get("ece"),
         "confusion": metrics.get("confusion"),
+        # Whether it may retire, and why (not): what an admin asks first when the machine retires nothing.
+        "trained": bool(metrics.get("trained")),
+        "trained_reason": metrics.get("trained_reason", ""),
+        "n_retired_gold": metrics.get("n_retired_gold"),
+        "retired_gold_accuracy": metrics.get("retired_gold_accuracy"),
         "created_at": _iso(version.created_at),
         "promoted_at": _iso(getattr(version, "promoted_at", None)),
         "promoted_by": promoted_by.get_username() if promoted_by is not None else None,

@@ -149,12 +149,12 @@ def test_pause_and_resume(owner_client, owned_workflow, users) -> None:
     assert owner_client.get(f"/dashboards/workflows/{workflow.pk}/pause/").status_code == 405
 
 
-def _version(workflow, number: int, state: str = "trained", accuracy: float = 0.9):
+def _version(workflow, number: int, state: str = "trained", accuracy: float = 0.9, **more_metrics):
     from machine.models import ModelVersion
 
     return ModelVersion.objects.create(
         workflow=workflow, version=number, state=state, model=b"weights", reason="manual",
-        metrics={"accuracy": accuracy, "ece": 0.05, "confusion": [[5, 1], [0, 4]]},
+        metrics={"accuracy": accuracy, "ece": 0.05, "confusion": [[5, 1], [0, 4]]} | more_metrics,
     )
 
 
@@ -163,9 +163,13 @@ def test_models_retrain_promote_and_roll_back(owner_client, owned_workflow, user
     from machine.selectors import current_model
 
     workflow = owned_workflow(n=1)
-    first, second = _version(workflow, 1, accuracy=0.91), _version(workflow, 2, accuracy=0.934)
+    first = _version(workflow, 1, accuracy=0.91, trained=False, trained_reason="1 version(s) so far, 2 needed for stability")
+    second = _version(workflow, 2, accuracy=0.934, trained=True, trained_reason="stable", n_retired_gold=87, retired_gold_accuracy=0.9885)
     page = owner_client.get(_admin_url(workflow)).content.decode()
     assert "0.934" in page and "0.910" in page and "Promote" in page
+    # Whether each may retire, why (not), and how right its line's retirements were on gold.
+    assert '<td title="1 version(s) so far, 2 needed for stability">no</td>' in page and '<td title="stable">yes</td>' in page
+    assert "0.989 (87)" in page
 
     assert _post(owner_client, workflow, f"models/{first.pk}/promote").status_code == 302
     assert _post(owner_client, workflow, f"models/{second.pk}/promote").status_code == 302
