@@ -19,7 +19,7 @@ computed without the platform for every galaxy, from the same crowd (``a_offline
     entering the engine as the machine agent, each version calibrated on the gold galaxies and
     measured on them out of fold (``--calibration-folds``), machine retirement once trained (here:
     gold accuracy >= 0.8 for two versions in a row, within 3 points, and >= ``--min-retire-accuracy``
-    on the gold galaxies it would retire; the platform's default bars are 0.9 and 0.98, which a CNN
+    on the gold galaxies its versions would have retired so far, replayed; the platform's default bars are 0.9 and 0.98, which a CNN
     trained on a few hundred galaxies does not reach) and above ``--machine-threshold``, humans' queue
     ranked by BALD with 10% exploration.
 
@@ -384,7 +384,8 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
              "ece": None if v.metrics.get("ece") is None else round(v.metrics["ece"], 4), "trained": v.metrics.get("trained"),
              "train_seconds": v.metrics.get("train_seconds"), "confident_share": v.metrics.get("confident_share"),
              "confident_accuracy": v.metrics.get("confident_accuracy"), "n_retire_gold": v.metrics.get("n_retire_gold"),
-             "retire_accuracy": v.metrics.get("retire_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
+             "retire_accuracy": v.metrics.get("retire_accuracy"), "n_retired_gold": v.metrics.get("n_retired_gold"),
+             "retired_gold_accuracy": v.metrics.get("retired_gold_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
             for v in versions
         ]
     return out
@@ -410,7 +411,7 @@ def main() -> None:
     parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--min-gold-accuracy", type=float, default=0.8)
     parser.add_argument("--min-retire-accuracy", type=float, default=0.97,
-                        help="'trained' also needs this accuracy on the gold subjects it would retire")
+                        help="'trained' also needs this accuracy on the gold subjects its versions would have retired, replayed")
     parser.add_argument("--calibration-folds", type=int, default=2,
                         help="gold galaxies calibrate each CNN version and measure it out of fold, in this many folds (0: no calibration)")
     parser.add_argument("--promotion-tolerance", type=float, default=2.0,

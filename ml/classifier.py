@@ -176,17 +176,23 @@ class GalaxyClassifier:
         ``labels``: ``{question_key: (N,) int answers}``; only ``output="softmax"`` heads. Calibrate
         with the ``tta`` setting you will predict with. Returns what was fitted; ``fit`` and
         ``partial_fit`` forget it (new weights need a new calibration)."""
+        self._fit_calibration(self._calibration_embeddings(images, labels, tta), labels)
+        return {k: dict(v) for k, v in self.calibration.items()}
+
+    def _calibration_embeddings(self, images: ImagesLike, labels: Mapping[str, np.ndarray], tta: bool) -> torch.Tensor:
+        """The embeddings to calibrate on, once the labels are checked to be for softmax heads."""
         if self.config.output != "softmax":
             raise ValueError("calibration is for softmax heads (Dirichlet outputs are vote fractions)")
         unknown = set(labels) - {k for k, _ in self.heads}
         if unknown:
             raise ValueError(f"no head named {sorted(unknown)}")
-        emb = self._transformed_embeddings(images, tta)
+        return self._transformed_embeddings(images, tta)
+
+    def _fit_calibration(self, emb: torch.Tensor, labels: Mapping[str, np.ndarray]) -> None:
         for key, y in labels.items():
             with torch.enable_grad():
                 scale, bias = fit_vector_scaling(self.model.heads[key](emb), np.asarray(y))
             self.calibration[key] = {"scale": scale, "bias": bias, "n": int(len(y))}
-        return {k: dict(v) for k, v in self.calibration.items()}
 
     @torch.no_grad()
     def cross_calibrate(
@@ -202,8 +208,7 @@ class GalaxyClassifier:
         folds = np.asarray(folds)
         if len(np.unique(folds)) < 2:
             raise ValueError("cross-calibration needs at least two folds")
-        self.calibrate(images, labels, tta)  # checks the heads and labels, and is what serves
-        emb = self._transformed_embeddings(images, tta)
+        emb = self._calibration_embeddings(images, labels, tta)
         out: dict[str, np.ndarray] = {}
         for key, y in labels.items():
             y = np.asarray(y)
@@ -215,9 +220,9 @@ class GalaxyClassifier:
                 held = folds == fold
                 with torch.enable_grad():
                     scale, bias = fit_vector_scaling(logits[:, ~held], y[~held])
-                scaled = apply_vector_scaling(logits[:, held], scale, bias)
-                probs[held] = self.model.probabilities(scaled).mean(0).numpy()
+                probs[held] = self.model.probabilities(apply_vector_scaling(logits[:, held], scale, bias)).mean(0).numpy()
             out[key] = probs
+        self._fit_calibration(emb, labels)  # what serves: every answer
         return out
 
     @torch.no_grad()

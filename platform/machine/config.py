@@ -13,7 +13,7 @@
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
 | ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
-| ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects it would retire by the rule it retires by (``machine_threshold``, ``retirement_versions``), at least ``min_gold_subjects`` of them |
+| ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects its line of versions would have retired so far, by the rule it retires by (``machine_threshold``, ``retirement_versions``) replayed on gold (``machine.services.replay_on_gold``), at least ``min_gold_subjects`` of them |
 | ``calibration_folds`` | ``2`` | gold subjects (split by a stable hash of their id) are cut into this many folds: each version's probabilities are calibrated (``ml.calibration``) on the experts' answers to all of them, and measured on each fold with a calibration fitted on the other folds (cross-fitting: every gold subject measures, none with a calibration it helped fit). ``0``: no calibration |
 | ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |

@@ -324,7 +324,8 @@ def replay_on_gold(
     # nothing yet) it is measured with those it has; that is what can make it "trained".
     earlier = history[max(0, len(history) - n_earlier):][::-1]
     now = np.array([sure_enough(p, [e.get(str(i)) for e in earlier], threshold) for i, p in zip(ids, probs, strict=True)], dtype=bool)
-    answers[now & (answers < 0)] = np.asarray(probs).argmax(axis=1)[now & (answers < 0)]
+    first_now = now & (answers < 0)
+    answers[first_now] = np.asarray(probs).argmax(axis=1)[first_now]
     return now, answers
 
 
