@@ -229,11 +229,12 @@ def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -
             "accuracy_of_retired": round(right / max(len(galaxies), 1), 4)}
 
 
-def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict):
+def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str = "one"):
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
-    workflow = create_workflow(project, name, BINARY_TASKS, retirement={"policy": policy}, active_learning=active_learning)
+    workflow = create_workflow(project, name, BINARY_TASKS, retirement={"policy": policy, "machine_agents": machine_agents},
+                               active_learning=active_learning)
     for subject_set in subject_sets:
         link_subject_set(workflow, subject_set)
     # Gold subjects are the CNN's test set: served to humans only when nothing else is left for them.
@@ -418,6 +419,8 @@ def main() -> None:
                         help="promote a new version unless its log loss is worse by more than this many standard errors")
     parser.add_argument("--retirement-versions", type=int, default=2,
                         help="the machine retires where the mean of this many successive versions' probabilities reaches the threshold")
+    parser.add_argument("--machine-agents", default="one", choices=["one", "by_confidence"],
+                        help="how the machine's answers enter the engine (live.engine.MACHINE_AGENTS)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -488,7 +491,8 @@ def main() -> None:
     try:
         for key in args.modes:
             name, policy, active_learning, majority, pace = modes[key]
-            workflow = make_workflow(project, subject_sets[:1] if key == "a" else subject_sets, name, policy, active_learning)
+            workflow = make_workflow(project, subject_sets[:1] if key == "a" else subject_sets, name, policy, active_learning,
+                                     args.machine_agents)
             print(f"{name} ...", flush=True)
             run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=pace)
             results[key] = {"name": name, "policy": policy} | measure(workflow, crowd, index_of, run, majority)

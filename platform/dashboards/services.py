@@ -72,6 +72,8 @@ def update_retirement_settings(workflow: Workflow, settings: dict, user: Any) ->
     (subjects retired earlier stay retired)."""
     from live.services import reset_engine_config
 
+    # The form edits the policy and the estimator; how the machine's answers enter stays as set.
+    settings = {k: v for k, v in (workflow.retirement or {}).items() if k == "machine_agents"} | settings
     problems = engine_lib.validate_engine_config(settings)
     if problems:
         errors: dict[str, list[str]] = {}

@@ -10,8 +10,10 @@ their expected risk) and shown and exported with the subject.
 
 from __future__ import annotations
 
+import bisect
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,21 @@ DEFAULT_POLICY = "min:3,posterior:0.99,max:40"
 # learned one 7.7 at 96.4%, nearly what knowing the true share gives (7.5 at 96.8%).
 # ``{"learn_class_prior": false}`` keeps the prior fixed (SWAP's way).
 DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": True}
+# How a machine agent's predictions enter the engine (``Workflow.retirement["machine_agents"]``).
+# "one" (the default): the machine is a single agent, its answer the most probable class, weighed by
+# one confusion matrix for all its answers. "by_confidence": one engine agent per level of its
+# calibrated confidence (the highest of its probabilities; levels from ``MACHINE_CONFIDENCE_EDGES``),
+# each with its own learned confusion matrix, so a prediction made at 55% weighs as little as the
+# machine's record at 55% says. Why it exists: the subjects left to humans are those the CNN is
+# unsure of, where it is right far less often than on average; in a 6,493-galaxy GZ1 run its counted
+# answers on the galaxies humans retired were 53% right at a stated 0.5–0.6 and 88% at 0.9–1, yet
+# each weighed as a 90%-right volunteer's. Why it is not the default: in two full GZ1 runs it
+# measured no gain (bench/results/machine_loop_6493.md, runs 18 and 19: one crowd 6% fewer votes but
+# 0.6 points less accurate, the other more votes and less accurate; what the machine retires, which
+# it does not change, moved more from run to run). Levels, not the probability as a likelihood: each
+# level's matrix is learned like any agent's, and the log, refits and replays stay plain answers.
+MACHINE_AGENTS = ("one", "by_confidence")
+MACHINE_CONFIDENCE_EDGES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESTIMATOR_OPTIONS = {
     "class_prior", "initial_skill", "prior_strength", "skepticism", "learn", "consensus_min_confidence",
     "learn_class_prior", "learn_skill_prior",
@@ -55,6 +72,8 @@ def validate_engine_config(config: Any) -> list[str]:
     unknown = set(config.get("estimator", {})) - ESTIMATOR_OPTIONS
     if unknown:
         errors.append(f"estimator: unknown options {sorted(unknown)}")
+    if config.get("machine_agents", MACHINE_AGENTS[0]) not in MACHINE_AGENTS:
+        errors.append(f"machine_agents: one of {list(MACHINE_AGENTS)}")
     return errors
 
 
@@ -62,15 +81,25 @@ def engine_config(workflow_retirement: dict) -> dict:
     """The normalised settings an engine is built from (stored with the log it applies)."""
     # The defaults are written into the stored settings, so a log keeps replaying with what it was applied with.
     estimator = DEFAULT_ESTIMATOR_OPTIONS | dict(workflow_retirement.get("estimator", {}))
-    return {"policy": policy_of(workflow_retirement).to_dict(), "estimator": estimator}
+    return {"policy": policy_of(workflow_retirement).to_dict(), "estimator": estimator,
+            "machine_agents": workflow_retirement.get("machine_agents", MACHINE_AGENTS[0])}
+
+
+def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
+    """The engine agent that answers for a machine agent's prediction made with these probabilities:
+    one per confidence level, named by the level's lower edge ("machine:12:0.9" for 0.9–0.95)."""
+    confidence = max(float(p) for p in probabilities)
+    lower = (0.0, *MACHINE_CONFIDENCE_EDGES)[bisect.bisect_right(MACHINE_CONFIDENCE_EDGES, confidence)]
+    return f"machine:{volunteer_id}:{lower:g}"
 
 
 class WorkflowEngine:
     """Questions and boxes of one workflow, applied together, serialised together."""
 
-    def __init__(self, questions: WorkflowAggregator, boxes: dict[str, BoxEngine]) -> None:
+    def __init__(self, questions: WorkflowAggregator, boxes: dict[str, BoxEngine], machine_agents: str = "one") -> None:
         self.questions = questions
         self.boxes = boxes  # "<drawing task>.<tool index>" → engine
+        self.machine_agents = machine_agents  # see MACHINE_AGENTS
 
     @property
     def first_task(self) -> str:
@@ -81,12 +110,14 @@ class WorkflowEngine:
         return self.questions.estimators
 
     def to_dict(self) -> dict:
-        return {"questions": self.questions.to_dict(), "boxes": {k: e.to_dict() for k, e in self.boxes.items()}}
+        return {"questions": self.questions.to_dict(), "boxes": {k: e.to_dict() for k, e in self.boxes.items()},
+                "machine_agents": self.machine_agents}
 
     @classmethod
     def from_dict(cls, data: dict) -> WorkflowEngine:
         return cls(
-            WorkflowAggregator.from_dict(data["questions"]), {k: BoxEngine.from_dict(v) for k, v in data["boxes"].items()}
+            WorkflowAggregator.from_dict(data["questions"]), {k: BoxEngine.from_dict(v) for k, v in data["boxes"].items()},
+            data.get("machine_agents", "one"),
         )
 
 
@@ -108,7 +139,7 @@ def new_engine(tasks: dict, config: dict) -> WorkflowEngine:
         if task["type"] == "drawing"
         for index, _ in enumerate(task["tools"])
     }
-    return WorkflowEngine(questions, boxes)
+    return WorkflowEngine(questions, boxes, config.get("machine_agents", "one"))
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,8 @@ class LoggedClassification:
     # A machine agent's request to retire the subject on this answer (machine.services sets it only for
     # a trained model above its threshold; live.services trusts it only from a machine agent).
     machine_retire: bool = False
+    # A machine agent's probabilities for the first question (None for a human's classification).
+    machine_probabilities: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,9 +169,10 @@ def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
     """Apply one classification; returns the subject's question posteriors and retirement."""
     questions = engine.questions
     gold = {k: v for k, v in (entry.gold or {}).items() if k in questions.estimators}
-    decisions = questions.add_classification(
-        entry.subject_id, entry.volunteer_id, entry.annotations, counts=entry.counts, gold=gold or None
-    )
+    agent: Any = entry.volunteer_id
+    if entry.machine_probabilities and engine.machine_agents == "by_confidence":
+        agent = machine_worker(entry.volunteer_id, entry.machine_probabilities)
+    decisions = questions.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
     for annotation in entry.annotations:
         task = questions.tasks.get(annotation["task"], {})
         if task.get("type") != "drawing":

@@ -2,8 +2,9 @@
 
 Why a ``MachineAgent`` row rather than a flag on ``Volunteer``: the machine is a volunteer to the
 engine (its predictions are ordinary ``Classification`` rows in the exactly-once log, and the engine
-learns its confusion matrix like anyone's), but only this app knows it is a machine; one agent per
-workflow, kept across model versions, so the engine's estimate of its skill accumulates.
+learns its confusion matrix like anyone's, or one per level of its confidence: ``live.engine.MACHINE_AGENTS``),
+but only this app knows it is a machine; one agent per workflow, kept across model versions, so the
+engine's estimate of its skill accumulates.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Design (each choice, and why):
   are ordinary ``Classification`` rows with ``metadata = {"model_version": N, "probabilities": [...],
   "acquisition": score, "machine_retire": bool}``, so they go through the live loop's exactly-once
   application log like any vote, and ``rebuild_aggregation`` replays them. The engine learns the
-  machine's confusion matrix as it learns anyone's: from gold subjects (every version predicts every
+  machine's confusion matrix (or one per level of its confidence: ``live.engine.MACHINE_AGENTS``) as it
+  learns anyone's: from gold subjects (every version predicts every
   unretired subject, gold ones included, and gold answers teach skills whether or not they count)
   and, for counted answers, from the consensus and the refits.
 - Counting: a subject gets at most one *counted* machine answer, the first one made by a "trained"

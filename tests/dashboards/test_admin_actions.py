@@ -54,6 +54,17 @@ def test_new_retirement_rules_apply_at_once_and_are_logged(owner_client, owned_w
     assert "retirement_updated" in page and "owner" in page and "6 subject(s) retired" in page
 
 
+def test_new_rules_keep_how_the_machine_answers_enter(owner_client, owned_workflow) -> None:
+    kept = owned_workflow(n=2, retirement={"policy": "max:40", "machine_agents": "by_confidence"})
+    _post(owner_client, kept, "retirement", {"policy": "max:3", "estimator": ""})
+    kept.refresh_from_db()
+    assert kept.retirement["machine_agents"] == "by_confidence" and kept.retirement["policy"] == "max:3"
+    assert WorkflowAggregation.objects.get(workflow=kept).engine_config["machine_agents"] == "by_confidence"
+    fresh = owned_workflow(n=2, slug="other-galaxies", retirement={"policy": "max:40"})
+    _post(owner_client, fresh, "retirement", {"policy": "max:3", "estimator": ""})
+    assert WorkflowAggregation.objects.get(workflow=fresh).engine_config["machine_agents"] == "one"
+
+
 def test_the_new_policy_governs_later_votes_even_in_a_process_with_a_stale_engine(owned_workflow) -> None:
     workflow = owned_workflow(n=4, retirement={"policy": "max:40"})
     subject_ids = list(workflow.subject_states.order_by("id").values_list("subject_id", flat=True))
