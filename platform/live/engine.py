@@ -48,6 +48,7 @@ DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": True}
 # it does not change, moved more from run to run). Levels, not the probability as a likelihood: each
 # level's matrix is learned like any agent's, and the log, refits and replays stay plain answers.
 MACHINE_AGENTS = ("one", "by_confidence")
+DEFAULT_MACHINE_AGENTS = MACHINE_AGENTS[0]
 MACHINE_CONFIDENCE_EDGES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESTIMATOR_OPTIONS = {
     "class_prior", "initial_skill", "prior_strength", "skepticism", "learn", "consensus_min_confidence",
@@ -72,7 +73,7 @@ def validate_engine_config(config: Any) -> list[str]:
     unknown = set(config.get("estimator", {})) - ESTIMATOR_OPTIONS
     if unknown:
         errors.append(f"estimator: unknown options {sorted(unknown)}")
-    if config.get("machine_agents", MACHINE_AGENTS[0]) not in MACHINE_AGENTS:
+    if config.get("machine_agents", DEFAULT_MACHINE_AGENTS) not in MACHINE_AGENTS:
         errors.append(f"machine_agents: one of {list(MACHINE_AGENTS)}")
     return errors
 
@@ -82,7 +83,7 @@ def engine_config(workflow_retirement: dict) -> dict:
     # The defaults are written into the stored settings, so a log keeps replaying with what it was applied with.
     estimator = DEFAULT_ESTIMATOR_OPTIONS | dict(workflow_retirement.get("estimator", {}))
     return {"policy": policy_of(workflow_retirement).to_dict(), "estimator": estimator,
-            "machine_agents": workflow_retirement.get("machine_agents", MACHINE_AGENTS[0])}
+            "machine_agents": workflow_retirement.get("machine_agents", DEFAULT_MACHINE_AGENTS)}
 
 
 def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
@@ -96,7 +97,7 @@ def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
 class WorkflowEngine:
     """Questions and boxes of one workflow, applied together, serialised together."""
 
-    def __init__(self, questions: WorkflowAggregator, boxes: dict[str, BoxEngine], machine_agents: str = "one") -> None:
+    def __init__(self, questions: WorkflowAggregator, boxes: dict[str, BoxEngine], machine_agents: str = DEFAULT_MACHINE_AGENTS) -> None:
         self.questions = questions
         self.boxes = boxes  # "<drawing task>.<tool index>" → engine
         self.machine_agents = machine_agents  # see MACHINE_AGENTS
@@ -117,7 +118,7 @@ class WorkflowEngine:
     def from_dict(cls, data: dict) -> WorkflowEngine:
         return cls(
             WorkflowAggregator.from_dict(data["questions"]), {k: BoxEngine.from_dict(v) for k, v in data["boxes"].items()},
-            data.get("machine_agents", "one"),
+            data.get("machine_agents", DEFAULT_MACHINE_AGENTS),
         )
 
 
@@ -139,7 +140,7 @@ def new_engine(tasks: dict, config: dict) -> WorkflowEngine:
         if task["type"] == "drawing"
         for index, _ in enumerate(task["tools"])
     }
-    return WorkflowEngine(questions, boxes, config.get("machine_agents", "one"))
+    return WorkflowEngine(questions, boxes, config.get("machine_agents", DEFAULT_MACHINE_AGENTS))
 
 
 @dataclass(frozen=True)

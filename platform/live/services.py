@@ -78,16 +78,9 @@ def _entry(classification: Classification, machine_ids: frozenset[int] = frozens
         # Client metadata is the volunteer's to write: a retirement request counts only from a machine agent.
         machine_retire=classification.volunteer_id in machine_ids
         and bool((classification.metadata or {}).get(engine_lib.MACHINE_RETIRE_KEY)),
-        machine_probabilities=_machine_probabilities(classification) if classification.volunteer_id in machine_ids else None,
+        # As machine.services stores them (only a machine agent's are read).
+        machine_probabilities=(classification.metadata or {}).get("probabilities") if classification.volunteer_id in machine_ids else None,
     )
-
-
-def _machine_probabilities(classification: Classification) -> list[float] | None:
-    """The machine's probabilities for the first question, as ``machine.services`` stores them."""
-    probabilities = (classification.metadata or {}).get("probabilities")
-    if isinstance(probabilities, list) and probabilities and all(isinstance(p, int | float) for p in probabilities):
-        return [float(p) for p in probabilities]
-    return None
 
 
 def _machine_ids(workflow_id: int) -> frozenset[int]:
