@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine_class_prior.py                      # three crowds, ~1 minute here
     .venv/bin/python bench/engine_class_prior.py --seeds 0 1 2 3 4 --out bench/results/engine_class_prior.json
+    .venv/bin/python bench/engine_class_prior.py --posteriors 0.995 0.997 0.999 --out bench/results/engine_posterior.json
 
 Mode (b) of ``bench/machine_loop.py`` (the platform's engine, policy ``min:3,posterior:0.99,max:40``, skills
 learned online from consensus, a batch refit every ``--refit-every`` answers), replayed in-process on the
@@ -10,7 +11,9 @@ seconds instead of ten minutes, to compare engine settings:
 
 - ``uniform``: the class prior fixed at 50:50 (the platform's default until 2026-11);
 - ``learned``: every refit re-estimates it (``learn_class_prior``, the platform's default now);
-- ``true share``: fixed at the real share of featured galaxies, which no real project knows.
+- ``true share``: fixed at the real share of featured galaxies, which no real project knows;
+- with ``--posteriors``, also the learned prior at other consensus thresholds than 0.99: what each
+  costs in votes and gains in accuracy against (a) (``bench/results/engine_posterior.json``).
 
 The queue is the platform's for a workflow without active learning: each visit, a volunteer gets the
 10 unretired galaxies of lowest id it has not seen (``ORDER BY priority DESC, subject_id``); gold
@@ -31,16 +34,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_loop import ENGINE_POLICY, Crowd, gold_indices, gz1_galaxies, offline_majority  # noqa: E402
+from machine_loop import ENGINE_POSTERIOR, Crowd, engine_policy, gold_indices, gz1_galaxies, offline_majority  # noqa: E402
 
 from aggregation.estimator import ConsensusEstimator  # noqa: E402
 from aggregation.retirement import parse_policy  # noqa: E402
 
 
-def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, per_visit: int, seed: int) -> dict:
+def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, per_visit: int, seed: int,
+                 posterior: float = ENGINE_POSTERIOR) -> dict:
     """Volunteers visit until every non-gold galaxy is retired; returns votes and accuracy."""
     n_galaxies, n_volunteers = len(crowd.labels), len(crowd.offsets)
-    estimator = ConsensusEstimator(2, policy=parse_policy(ENGINE_POLICY), **options)
+    estimator = ConsensusEstimator(2, policy=parse_policy(engine_policy(posterior)), **options)
     queue = [g for g in range(n_galaxies) if g not in gold] + sorted(gold)
     seen: list[set[int]] = [set() for _ in range(n_volunteers)]
     answers_of = np.zeros(n_galaxies, dtype=int)
@@ -78,6 +82,8 @@ def main() -> None:
     parser.add_argument("--refit-every", type=int, default=2000)
     parser.add_argument("--per-visit", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--posteriors", type=float, nargs="*", default=[],
+                        help="also run the learned prior with these consensus thresholds instead of 0.99")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
@@ -93,6 +99,11 @@ def main() -> None:
                               ("true share", {"class_prior": [1 - share, share]})):
             t0 = time.monotonic()
             run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed) | {
+                "seconds": round(time.monotonic() - t0, 1)}
+        for posterior in args.posteriors:
+            t0 = time.monotonic()
+            run[f"learned, posterior {posterior:g}"] = engine_alone(
+                crowd, gold, {"learn_class_prior": True}, args.refit_every, args.per_visit, seed, posterior) | {
                 "seconds": round(time.monotonic() - t0, 1)}
         print(json.dumps(run), flush=True)
         results["runs"].append(run)

@@ -10,7 +10,7 @@ galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submission
 computed without the platform for every galaxy, from the same crowd (``a_offline_all``).
 
 (a) Galaxy Zoo 2's way: every galaxy gets 40 votes (policy ``max:40``), the label is their majority;
-(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings: skills
+(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings, the posterior set by ``--engine-posterior``; skills
     learned online, the class prior re-estimated at each refit, a refit every ``--refit-every`` votes
     as the beat schedule would);
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
@@ -81,7 +81,12 @@ BINARY_TASKS = {
         }
     },
 }
-ENGINE_POLICY = "min:3,posterior:0.99,max:40"
+ENGINE_POSTERIOR = 0.99  # the platform's default engine policy: min:3,posterior:0.99,max:40
+
+
+def engine_policy(posterior: float) -> str:
+    """(b)'s and (c)'s retirement policy: at least 3 votes, the posterior threshold, at most 40 votes."""
+    return f"min:3,posterior:{posterior:g},max:40"
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -421,6 +426,8 @@ def main() -> None:
                         help="the machine retires where the mean of this many successive versions' probabilities reaches the threshold")
     parser.add_argument("--machine-agents", default="one", choices=["one", "by_confidence"],
                         help="how the machine's answers enter the engine (live.engine.MACHINE_AGENTS)")
+    parser.add_argument("--engine-posterior", type=float, default=ENGINE_POSTERIOR,
+                        help="(b) and (c) retire a subject by consensus at this posterior (after 3 votes, at most 40)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -479,8 +486,8 @@ def main() -> None:
     }
     modes = {
         "a": ("(a) 40 votes, majority", "max:40", {}, True, (20, 400, 400)),
-        "b": ("(b) engine alone", ENGINE_POLICY, {}, False, (args.per_visit, args.per_visit, 0)),
-        "c": ("(c) engine + CNN + active learning", ENGINE_POLICY, machine_settings, False, (args.per_visit, args.per_visit, 0)),
+        "b": ("(b) engine alone", engine_policy(args.engine_posterior), {}, False, (args.per_visit, args.per_visit, 0)),
+        "c": ("(c) engine + CNN + active learning", engine_policy(args.engine_posterior), machine_settings, False, (args.per_visit, args.per_visit, 0)),
     }
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe()}
     if "a" in args.modes:
