@@ -10,9 +10,9 @@ galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submission
 computed without the platform for every galaxy, from the same crowd (``a_offline_all``).
 
 (a) Galaxy Zoo 2's way: every galaxy gets 40 votes (policy ``max:40``), the label is their majority;
-(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings, the posterior set by ``--engine-posterior``; skills
-    learned online, the class prior re-estimated at each refit, a refit every ``--refit-every`` votes
-    as the beat schedule would);
+(b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings; the
+    posterior threshold set by ``--engine-posterior``; skills learned online, the class prior
+    re-estimated at each refit, a refit every ``--refit-every`` votes as the beat schedule would);
 (c) the same engine plus the CNN and active learning (``Workflow.active_learning``): retrained every
     ``--retrain-every`` human retirements (48 px, 15 epochs from scratch, 6 warm-started, at least
     ``--min-steps`` optimiser steps either way), predictions
@@ -60,6 +60,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -71,6 +72,9 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
 
+from aggregation.retirement import PosteriorAbove, RetirementPolicy, parse_policy  # noqa: E402
+from live.engine import DEFAULT_MACHINE_AGENTS, DEFAULT_POLICY, MACHINE_AGENTS  # noqa: E402  (no Django in it)
+
 BINARY_TASKS = {
     "first_task": "T0",
     "tasks": {
@@ -81,12 +85,13 @@ BINARY_TASKS = {
         }
     },
 }
-ENGINE_POSTERIOR = 0.99  # the platform's default engine policy: min:3,posterior:0.99,max:40
+ENGINE_POSTERIOR = next(rule.threshold for rule in parse_policy(DEFAULT_POLICY).rules if isinstance(rule, PosteriorAbove))
 
 
 def engine_policy(posterior: float) -> str:
-    """(b)'s and (c)'s retirement policy: at least 3 votes, the posterior threshold, at most 40 votes."""
-    return f"min:3,posterior:{posterior:g},max:40"
+    """(b)'s and (c)'s retirement policy: the platform's default with this posterior threshold."""
+    rules = parse_policy(DEFAULT_POLICY).rules
+    return str(RetirementPolicy([replace(r, threshold=posterior) if isinstance(r, PosteriorAbove) else r for r in rules]))
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -234,7 +239,7 @@ def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -
             "accuracy_of_retired": round(right / max(len(galaxies), 1), 4)}
 
 
-def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str = "one"):
+def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str):
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
@@ -424,7 +429,7 @@ def main() -> None:
                         help="promote a new version unless its log loss is worse by more than this many standard errors")
     parser.add_argument("--retirement-versions", type=int, default=2,
                         help="the machine retires where the mean of this many successive versions' probabilities reaches the threshold")
-    parser.add_argument("--machine-agents", default="one", choices=["one", "by_confidence"],
+    parser.add_argument("--machine-agents", default=DEFAULT_MACHINE_AGENTS, choices=MACHINE_AGENTS,
                         help="how the machine's answers enter the engine (live.engine.MACHINE_AGENTS)")
     parser.add_argument("--engine-posterior", type=float, default=ENGINE_POSTERIOR,
                         help="(b) and (c) retire a subject by consensus at this posterior (after 3 votes, at most 40)")
