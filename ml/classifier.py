@@ -104,7 +104,8 @@ class GalaxyClassifier:
         **train_kwargs,
     ) -> dict:
         """Train from freshly initialised (seeded) weights; returns training metrics.
-        ``train_kwargs`` go to ``ml.train.train`` (batch_size, lr, weight_decay, augment, log)."""
+        ``train_kwargs`` go to ``ml.train.train`` (batch_size, lr, weight_decay, augment, min_steps,
+        and the callbacks ``log``, after every epoch, and ``on_step``, after every optimiser step)."""
         self.model = self._new_model()
         self.history = []
         return self._train(images, targets, epochs, validation, None, train_kwargs)
@@ -118,7 +119,7 @@ class GalaxyClassifier:
         **train_kwargs,
     ) -> dict:
         """Continue training from the current weights (warm start), e.g. on newly retired
-        subjects plus a replay sample of older ones."""
+        subjects plus a replay sample of older ones. ``train_kwargs``: as for ``fit``."""
         state = {k: v.clone() for k, v in self.model.state_dict().items()}
         return self._train(images, targets, epochs, validation, state, train_kwargs)
 

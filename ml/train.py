@@ -177,6 +177,7 @@ def train(
     val_every: int = 1,
     log: Callable[[dict], None] | None = None,
     min_steps: int = 0,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW and a warm-up + cosine learning-rate schedule.
 
@@ -191,6 +192,12 @@ def train(
     a fixed number of epochs gives a hundred subjects two steps an epoch, and a CNN that has taken
     thirty steps has learnt little beyond the class mix (``bench/cnn_training_steps.py``); the
     first versions of an online model train on just so few.
+
+    ``log`` is called with each epoch's row of metrics, ``on_step`` with the number of steps taken
+    after every optimiser step. Why per step too: a caller that must show it is alive (the
+    platform's heartbeat of a training run) cannot wait for an epoch, whose length grows with the
+    data and the image size (20,000 subjects at 64 px: 1.5 minutes on 2 quiet CPU cores, 13 with
+    them contended).
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -216,6 +223,7 @@ def train(
         else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))),
     )
     gen = torch.Generator().manual_seed(seed)
+    step = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout masks
         for epoch in range(epochs):
@@ -239,6 +247,9 @@ def train(
                 scheduler.step()
                 running += float(loss.detach()) * idx.numel()
                 seen += idx.numel()
+                step += 1
+                if on_step is not None:
+                    on_step(step)
             row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1),
                    "seconds": time.perf_counter() - te}
             if val_dataset is not None and len(val_dataset) and (

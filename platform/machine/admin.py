@@ -23,7 +23,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     exclude = ["model"]
     readonly_fields = [
         "workflow", "version", "state", "parent", "reason", "metrics", "retired_seen", "error",
-        "created_at", "trained_at", "promoted_at", "promoted_by",
+        "created_at", "heartbeat_at", "trained_at", "promoted_at", "promoted_by",
     ]
     actions = ["promote", "roll_back", "retrain"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from classifications.models import Volunteer
 from projects.models import Workflow
@@ -57,6 +58,11 @@ class ModelVersion(models.Model):
     retired_seen = models.PositiveIntegerField(default=0, help_text="Human-retired subjects when training started.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="Its training run's last sign of life (machine.services.heartbeat): a version still training "
+                  "whose run is silent longer than HEARTBEAT_LIMIT_SECONDS is marked failed, its worker lost.",
+    )
     trained_at = models.DateTimeField(null=True, blank=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

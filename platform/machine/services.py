@@ -67,6 +67,17 @@ Design (each choice, and why):
 - Ranking: each unretired, non-gold subject's queue priority is its rank by acquisition score,
   scaled into (0, 1); a random ``exploration_share`` of them get a uniform random priority instead,
   so every stretch of the queue holds about that share of random subjects.
+- One training run at a time, and a lost one found out: a request sets the workflow's Redis key
+  (``training_key``) until its task ends, but a worker killed mid-run never clears it nor ends its
+  version, left TRAINING. So a run beats (``heartbeat``): at every optimiser step, every batch of
+  predictions and between its stages (at most every ``HEARTBEAT_SECONDS``) it stamps its version's
+  ``heartbeat_at`` and cuts the key's time to live to ``HEARTBEAT_LIMIT_SECONDS``. A run silent
+  longer than that is lost: ``retraining_due`` marks its version FAILED and no longer waits for it
+  (Celery redelivers the killed task itself: ``acks_late``, ``task_reject_on_worker_lost``). The
+  verdict rests on the row, in PostgreSQL, not on the key: Redis is hot state that may be flushed,
+  and a live run must not be failed because a cache forgot it. The key covers what has no TRAINING
+  row: a run still queued (``TRAINING_QUEUED_SECONDS`` at most) and the predictions that end a run
+  once its version is promoted.
 """
 
 from __future__ import annotations
@@ -74,7 +85,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -95,8 +107,21 @@ from projects.services import log_admin_action
 logger = logging.getLogger(__name__)
 
 State = ModelVersion.State
-# A training run's task clears its key when it ends; a worker killed mid-run blocks retraining this long.
+# A requested run's key lasts this long until the run starts (its first heartbeat cuts it to the
+# limit below). The "ml" queue carries every workflow's training and prediction tasks, so a run may
+# wait behind several; a task lost before it starts (the broker lost it, publishing failed) blocks
+# its workflow's retraining this long, and a run still queued after it may be requested twice.
 TRAINING_QUEUED_SECONDS = 1800
+# A running run beats at most this often: one UPDATE and one Redis command, nothing at this rate.
+HEARTBEAT_SECONDS = 30
+# A run silent this long is lost. It beats at every optimiser step (64 images of 64 px: 0.3 s on the
+# 2 quiet CPU cores, 2.5 s with them contended) and every prediction batch, so its longest silence is
+# a stage done in one call: loading the training images (20,000 at 1.7 ms each quiet: 34 s) or
+# calibrating on the gold subjects (2,000 of them with tta: 40 s quiet). Ten minutes is several
+# times that even on contended cores. Beating per epoch instead would not do: an epoch of 20,000
+# subjects at 64 px took 1.5 minutes on the quiet cores and 13 with them contended.
+HEARTBEAT_LIMIT_SECONDS = 600
+LOST_RUN_ERROR = f"worker lost: its training run sent no heartbeat for {HEARTBEAT_LIMIT_SECONDS} s"
 _IMAGE_CACHE: dict[tuple[str, int], np.ndarray] = {}
 _IMAGE_CACHE_MAX = 50_000
 
@@ -242,7 +267,7 @@ def is_held_out(subject_id: int, share: float) -> bool:
 def evaluate(
     classifier: Any, workflow: Workflow, cfg: dict, gold: tuple[list[int], np.ndarray] | None = None,
     validation: tuple[list[int], np.ndarray] | None = None, *, gold_probs: np.ndarray | None = None,
-    line: Sequence[tuple[Mapping[str, Sequence[float]], bool]] = (),
+    line: Sequence[tuple[Mapping[str, Sequence[float]], bool]] = (), on_batch: Callable[[], None] | None = None,
 ) -> dict:
     """Gold-set metrics: accuracy, balanced accuracy, ECE, confusion (rows true, columns predicted),
     how many gold subjects this version alone is sure of (top probability >= threshold) and how
@@ -252,14 +277,23 @@ def evaluate(
     ``replay_on_gold``); with ``validation`` (subjects and crowd labels) also the accuracy on those
     and on gold and validation together (``comparison_accuracy``, the promotion rule's).
     ``gold_probs``: the gold predictions to measure (``calibrate_on_gold``'s); predicted if absent.
-    ``line``: the versions promoted before this one, oldest first: ``(gold_predictions, trained)``."""
+    ``line``: the versions promoted before this one, oldest first: ``(gold_predictions, trained)``.
+    ``on_batch``: called after each ``inference_batch`` of validation subjects (a run's heartbeat)."""
     from ml import metrics
 
     key, _ = first_question(workflow)
     ids, y = gold if gold is not None else gold_set(workflow)
     out: dict[str, Any] = {}
     if validation is not None and validation[0]:
-        v_probs = classifier.predict_proba(load_images(validation[0], classifier.config.image_size), tta=cfg["tta"])[key]
+        # In batches: the validation subjects are a share of all the human-retired ones, without
+        # bound, and a training run must keep beating while they are predicted.
+        parts = []
+        for start in range(0, len(validation[0]), cfg["inference_batch"]):
+            batch = load_images(validation[0][start : start + cfg["inference_batch"]], classifier.config.image_size)
+            parts.append(classifier.predict_proba(batch, tta=cfg["tta"])[key])
+            if on_batch is not None:
+                on_batch()
+        v_probs = np.concatenate(parts)
         right = int((v_probs.argmax(axis=1) == validation[1]).sum())
         out = {"validation_accuracy": right / len(validation[0]), "n_validation": len(validation[0])}
     if not ids:
@@ -409,8 +443,54 @@ def is_better(candidate: dict, serving: dict | None, tolerance: float = 0.0) -> 
 
 
 def training_key(workflow_id: int) -> str:
-    """Set (in Redis) from the request of a training run until its task ends: one run at a time."""
+    """Set (in Redis) from the request of a training run until its task ends: one run at a time.
+    Its run's heartbeats keep it for ``HEARTBEAT_LIMIT_SECONDS`` at a time (see the module docstring)."""
     return f"machine:training-queued:{workflow_id}"
+
+
+def heartbeat(version: ModelVersion) -> None:
+    """Mark ``version``'s training run alive now: its ``heartbeat_at``, and the workflow's training
+    key for ``HEARTBEAT_LIMIT_SECONDS`` more. ``touch`` only shortens or extends a key that is set:
+    a run started in this process (``manage.py train_model``) was never requested, holds none, and
+    must not leave one behind it."""
+    version.heartbeat_at = timezone.now()  # and in memory, or the run's final save() would put back the first one
+    ModelVersion.objects.filter(pk=version.pk).update(heartbeat_at=version.heartbeat_at)
+    cache.touch(training_key(version.workflow_id), HEARTBEAT_LIMIT_SECONDS)
+
+
+def heartbeat_every(version: ModelVersion) -> Callable[..., None]:
+    """A callback for every optimiser step, prediction batch or stage of ``version``'s run (whatever
+    it is passed): ``heartbeat(version)`` once ``HEARTBEAT_SECONDS`` have passed since the last."""
+    last = time.monotonic()
+
+    def beat(*_: object) -> None:
+        nonlocal last
+        if time.monotonic() - last >= HEARTBEAT_SECONDS:
+            heartbeat(version)
+            last = time.monotonic()
+
+    return beat
+
+
+def fail_lost_runs(workflow: Workflow) -> int:
+    """Mark FAILED the workflow's versions still training whose run has been silent longer than
+    ``HEARTBEAT_LIMIT_SECONDS`` (its worker was killed: nothing else would ever end them); returns
+    how many. The condition is in the UPDATE, so a heartbeat committed meanwhile saves its run. A
+    run wrongly found lost (one stage silent longer than the limit) still ends as usual, its final
+    save() overwriting the verdict; the run requested meanwhile is then merely one more version."""
+    silent_since = timezone.now() - timedelta(seconds=HEARTBEAT_LIMIT_SECONDS)
+    lost = ModelVersion.objects.filter(workflow=workflow, state=State.TRAINING, heartbeat_at__lt=silent_since)
+    n = lost.update(state=State.FAILED, error=LOST_RUN_ERROR)
+    if n:
+        logger.warning("workflow %s: %s training run(s) lost (no heartbeat for %s s); marked failed", workflow.pk, n, HEARTBEAT_LIMIT_SECONDS)
+    return n
+
+
+def training_in_progress(workflow: Workflow) -> bool:
+    """Whether a training run of ``workflow`` is queued or alive: its key is set, or a version is
+    training whose run beats (lost runs are marked FAILED first, ``fail_lost_runs``)."""
+    fail_lost_runs(workflow)
+    return bool(cache.get(training_key(workflow.pk))) or ModelVersion.objects.filter(workflow=workflow, state=State.TRAINING).exists()
 
 
 def load_classifier(version: ModelVersion) -> Any:
@@ -440,7 +520,9 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
             workflow=workflow, version=number, parent=parent, reason=reason[:64], state=State.TRAINING,
             retired_seen=human_retired_count(workflow),
         )
+    beat = heartbeat_every(version)
     try:
+        heartbeat(version)  # from now on the key lapses within the limit if this worker is killed
         seed = cfg["seed"] + number
         if len(ids) > cfg["max_train"]:
             pick = np.sort(np.random.default_rng(seed).choice(len(ids), cfg["max_train"], replace=False))
@@ -453,16 +535,19 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         if warm is not None:
             classifier = warm
             images = load_images(ids, classifier.config.image_size)
+            beat()
             run = classifier.partial_fit(images, {key: soft}, epochs=cfg["warm_epochs"], batch_size=cfg["batch_size"], seed=seed,
-                                      min_steps=cfg["min_steps"])
+                                         min_steps=cfg["min_steps"], on_step=beat)
         else:
             classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
             images = load_images(ids, classifier.config.image_size)
+            beat()
             run = classifier.fit(images, {key: soft}, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=seed,
-                                 min_steps=cfg["min_steps"])
+                                 min_steps=cfg["min_steps"], on_step=beat)
         gold = gold_set(workflow)
         gold_probs = calibrate_on_gold(classifier, gold, cfg)
-        measured = evaluate(classifier, workflow, cfg, gold, validation, gold_probs=gold_probs, line=gold_line(version))
+        beat()
+        measured = evaluate(classifier, workflow, cfg, gold, validation, gold_probs=gold_probs, line=gold_line(version), on_batch=beat)
         losses = measured.pop(COMPARISON_LOSSES, None)
         version.gold_predictions = {str(i): [float(x) for x in p] for i, p in zip(gold[0], gold_probs, strict=True)}
         version.metrics = measured | {
@@ -477,8 +562,10 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         serving = None
         if parent is not None and promote:
             serving_classifier = load_classifier(parent)  # measured as the candidate is, cross-fitted on the same gold
+            serving_gold_probs = calibrate_on_gold(serving_classifier, gold, cfg)
+            beat()
             serving = evaluate(serving_classifier, workflow, cfg, gold, validation,
-                               gold_probs=calibrate_on_gold(serving_classifier, gold, cfg)) | {"trained": parent.is_trained}
+                               gold_probs=serving_gold_probs, on_batch=beat) | {"trained": parent.is_trained}
             serving_losses = serving.pop(COMPARISON_LOSSES, None)
             version.metrics["compared_with"] = {
                 "version": parent.version, "accuracy": serving["accuracy"], "ece": serving["ece"],
@@ -493,7 +580,8 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         raise
     if promote:
         if is_better(version.metrics, serving, cfg["promotion_tolerance"]):
-            promote_model_version(version, predict="now")
+            promote_model_version(version, predict="no")
+            predict_unretired(version.pk, on_batch=beat)  # still this run: it beats (its key stays set)
         else:
             version.state = State.REJECTED
             version.save(update_fields=["state"])
@@ -502,13 +590,14 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
 
 
 def retraining_due(workflow: Workflow) -> bool:
-    """Every ``retrain_every`` new human retirements (and none queued or running already)."""
+    """Every ``retrain_every`` new human retirements (and none queued or running already; a lost
+    run's version is marked FAILED and not waited for, ``training_in_progress``). A failed version,
+    lost or not, counts as having seen the retirements it started with: a run that fails every time
+    (out of memory, say) is not retried every beat; Celery redelivers a killed one itself."""
     cfg = machine_settings(workflow)
-    if not cfg["enabled"] or cache.get(training_key(workflow.pk)):
+    if not cfg["enabled"] or training_in_progress(workflow):
         return False
     last = ModelVersion.objects.filter(workflow=workflow).defer("model").order_by("-version").first()
-    if last is not None and last.state == State.TRAINING and (timezone.now() - last.created_at).total_seconds() < TRAINING_QUEUED_SECONDS:
-        return False
     count = human_retired_count(workflow)
     seen = last.retired_seen if last is not None else 0
     return count >= cfg["min_train"] and count - seen >= cfg["retrain_every"]
@@ -641,9 +730,10 @@ def sure_enough(probs: np.ndarray, earlier: Sequence[Sequence[float] | None], th
     return int(mean.argmax()) == int(np.argmax(probs)) and float(mean.max()) >= threshold
 
 
-def predict_unretired(version_id: int) -> dict[str, int]:
+def predict_unretired(version_id: int, on_batch: Callable[[], None] | None = None) -> dict[str, int]:
     """Predict every unretired subject with ``version`` in batches, store the predictions as the
-    machine agent's classifications (the live loop applies them), and rank the queue."""
+    machine agent's classifications (the live loop applies them), and rank the queue. ``on_batch``:
+    called before each batch (the heartbeat of the training run that promoted ``version``)."""
     version = ModelVersion.objects.select_related("workflow").get(pk=version_id)
     workflow = version.workflow
     serving = current_model(workflow)
@@ -675,6 +765,8 @@ def predict_unretired(version_id: int) -> dict[str, int]:
     states = [s for s in states if s[0] not in done and s[0] not in done_gold]
     report = {"predicted": 0, "counted": 0, "retire_requests": 0}
     for start in range(0, len(states), cfg["inference_batch"]):
+        if on_batch is not None:
+            on_batch()
         batch = states[start : start + cfg["inference_batch"]]
         ids = [s[0] for s in batch]
         images = load_images(ids, classifier.config.image_size)

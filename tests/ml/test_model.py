@@ -92,6 +92,22 @@ def test_min_steps_adds_epochs_only_where_the_data_are_few(blob_data) -> None:
         clf.fit(images[:24], y[:24], epochs=1, min_steps=-1)
 
 
+def test_on_step_is_called_after_every_optimiser_step_of_fit_and_partial_fit(blob_data) -> None:
+    """What a training run's heartbeat rides on: called at every step, so at least once an epoch."""
+    images, y = blob_data
+    clf = GalaxyClassifier(heads=[("shape", 2)], seed=0, **SMALL)
+    steps: list[int] = []
+    epochs: list[dict] = []
+    metrics = clf.fit(images[:24], y[:24], epochs=2, batch_size=8, on_step=steps.append, log=epochs.append)
+    assert steps == list(range(1, 7))  # 3 batches an epoch, 2 epochs
+    assert len(epochs) == len(metrics["epochs"]) == 2
+    steps.clear()
+    # 17 subjects: batches of 8, 8 and 1 (min_steps 5 makes that 2 epochs); the single one is
+    # skipped (BatchNorm), no step: 2 steps an epoch.
+    warm = clf.partial_fit(images[:17], y[:17], epochs=1, batch_size=8, min_steps=5, on_step=steps.append)
+    assert len(warm["epochs"]) == 2 and steps == list(range(1, 5))
+
+
 def test_save_load_round_trip_gives_identical_predictions(trained, blob_data) -> None:
     images = blob_data[0][:8]
     blob = trained.to_bytes()
