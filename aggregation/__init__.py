@@ -13,6 +13,7 @@ from .core import (
     swap_update,
     update_log_posterior,
 )
+from .difficulty import DifficultyEstimator
 from .estimator import ConsensusEstimator, Decision, replay_log
 from .retirement import (
     FirstKAgree,
@@ -31,6 +32,7 @@ from .workflow import WorkflowAggregator
 __all__ = [
     "ConsensusEstimator",
     "Decision",
+    "DifficultyEstimator",
     "FirstKAgree",
     "MaxClassifications",
     "MinClassifications",

@@ -17,15 +17,13 @@ Three models, each fitted by EM (with 5% gold subjects clamped to their truth) o
 galaxies with 8 votes each from random volunteers, then used to retire the other half one vote at a
 time (at least 3 votes, at most 40), at several posterior thresholds:
 
-- ``dawid_skene``: a confusion matrix per volunteer (Dirichlet prior), a learned class prior: the
-  platform's model;
-- ``difficulty``: one skill per volunteer, a logit offset ``o_v``, and a difficulty per galaxy, the
-  share ``q`` of votes an average volunteer gives its true answer, on a grid from 0.5 to 0.99; a
-  volunteer answers right with probability ``sigmoid(logit(q) + o_v)``, otherwise one of the other
-  answers at random. Each class has its own learned distribution of ``q`` (featured galaxies split the
-  crowd more than smooth ones). The posterior sums over the difficulty a galaxy may have. Its grid
-  starts at 0.5: Galaxy Zoo's label is the limit of its crowd's majority. GLAD (Whitehill et al. 2009)
-  is the classic model of this kind; this is its one-coin form with a discrete difficulty;
+- ``dawid_skene``: the platform's estimator (``aggregation.ConsensusEstimator.fit`` with the
+  platform's estimator options: a confusion matrix per volunteer, a learned class prior);
+- ``difficulty``: ``aggregation.DifficultyEstimator`` (see its module): a difficulty per galaxy, the
+  share ``q`` of votes an average volunteer gives its true answer, on a grid from 0.5 to 0.99, with a
+  learned distribution per class; per volunteer and true answer a logit offset ``o``; a volunteer
+  answers right with probability ``sigmoid(logit(q) + o)``. GLAD (Whitehill et al. 2009) is the
+  classic model of this kind;
 - ``tempered``: Dawid–Skene's confusion matrices learnt as Dawid–Skene learns them (soft counts, the
   form the platform's online engine keeps), each answer's likelihood raised to a per-subject power
   (GLAD's multiplicative form on a full confusion matrix): the cheaper way to build difficulty into
@@ -50,23 +48,55 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, log_expit, logsumexp
+from scipy.special import logsumexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_loop import Crowd, gz1_galaxies, logit  # noqa: E402
+from machine_loop import Crowd, gz1_galaxies  # noqa: E402
+
+from aggregation.difficulty import DifficultyEstimator  # noqa: E402
+from aggregation.estimator import ConsensusEstimator  # noqa: E402
+from live.engine import DEFAULT_ESTIMATOR_OPTIONS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DS_THRESHOLDS = (0.99, 0.995, 0.997, 0.999)
 DIFFICULTY_THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99)
-GRID = np.linspace(0.5, 0.99, 25)  # the share of votes an average volunteer gives a galaxy's true answer
 
 
-class DawidSkene:
-    """Per-volunteer confusion matrices with a Dirichlet prior (``prior`` pseudo-answers per row,
-    ``diagonal`` of them on the right answer), a learned class prior; EM."""
+def dawid_skene(k: int, s: np.ndarray, w: np.ndarray, a: np.ndarray, gold: dict[int, int]) -> Callable:
+    """The platform's engine fitted offline (``ConsensusEstimator.fit`` with the platform's estimator
+    options); returns the posterior path of a new subject's answers under its learned skills."""
+    est = ConsensusEstimator(k, **DEFAULT_ESTIMATOR_OPTIONS).fit({"subject": s, "worker": w, "answer": a}, gold=gold)
+    n_workers = int(w.max()) + 1
+    log_conf = np.log(np.array([est.confusion(v) for v in range(n_workers)]))
+    log_prior = np.log(est.class_prior_)
+    return lambda ws, ans: _normalise(np.cumsum(log_conf[ws, :, ans], axis=0) + log_prior)
+
+
+def difficulty(k: int, s: np.ndarray, w: np.ndarray, a: np.ndarray, gold: dict[int, int]) -> Callable:
+    """``aggregation.difficulty.DifficultyEstimator`` fitted offline; its posterior path."""
+    est = DifficultyEstimator(k).fit({"subject": s, "worker": w, "answer": a}, gold=gold)
+
+    def path(workers: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        return est.posterior_path(workers.tolist(), answers)
+
+    path.estimator = est  # type: ignore[attr-defined]  # for the learned offsets
+    return path
+
+
+class TemperedDawidSkene:
+    """Dawid–Skene's confusion matrices, each answer's likelihood tempered by the subject's difficulty:
+    P(answer j | class c, volunteer v, difficulty t) ∝ confusion_v[c, j] ** t, t on a grid (0: the
+    answer says nothing, 1: an average subject, above 1: an easy one), a learned distribution of t per
+    class. GLAD's form (a volunteer's log odds times a subject's easiness) on a full confusion matrix.
+    The confusion matrices are learnt as Dawid–Skene's (soft counts, a Dirichlet prior of ``prior``
+    pseudo-answers per row, ``diagonal`` of them right), not tempered: the form an online engine
+    that credits answers with counts can keep."""
+
+    TEMPERS = np.array([0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])
 
     def __init__(self, k: int, n_workers: int, prior: float = 2.0, diagonal: float = 0.7) -> None:
         self.k = k
@@ -74,98 +104,6 @@ class DawidSkene:
         np.fill_diagonal(self.alpha, prior * diagonal)
         self.log_conf = np.log(np.broadcast_to(self.alpha / self.alpha.sum(1, keepdims=True), (n_workers, k, k)).copy())
         self.log_prior = np.full(k, -np.log(k))
-
-    def vote_terms(self, workers: np.ndarray, answers: np.ndarray) -> np.ndarray:
-        """Each answer's log likelihood under each true class (answers × k)."""
-        return self.log_conf[workers, :, answers]
-
-    def fit(self, s: np.ndarray, w: np.ndarray, a: np.ndarray, n_subjects: int, gold: dict[int, int], iters: int = 40) -> DawidSkene:
-        for _ in range(iters):
-            log_post = np.zeros((n_subjects, self.k))
-            np.add.at(log_post, s, self.vote_terms(w, a))
-            r = _clamp_and_normalise(log_post + self.log_prior, gold)
-            counts = np.zeros_like(self.log_conf)
-            np.add.at(counts, (w, slice(None), a), r[s])
-            counts += self.alpha
-            self.log_conf = np.log(counts / counts.sum(2, keepdims=True))
-            self.log_prior = np.log((r.sum(0) + 1) / (r.sum() + self.k))
-        return self
-
-    def posteriors(self, w: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """The posterior after each of a subject's answers in turn (answers × k)."""
-        return _normalise(np.cumsum(self.vote_terms(w, a), axis=0) + self.log_prior)
-
-
-class Difficulty:
-    """A discrete difficulty per subject with a learned distribution per class, and per volunteer
-    and true class a logit offset (a volunteer may say "featured" more readily than "smooth"), with
-    its wrong answers split as its confusion row says; a learned class prior. EM (Newton steps for
-    the offsets, a N(0, 1) prior on them; Dirichlet(1) on the wrong-answer split)."""
-
-    def __init__(self, k: int, n_workers: int, grid: np.ndarray = GRID) -> None:
-        self.k = k
-        self.mu = logit(grid)
-        self.offset = np.zeros((n_workers, k))
-        self.log_wrong = np.full((n_workers, k, k), -np.log(max(k - 1, 1)))  # log share of each wrong answer
-        self.log_mix = np.full((k, len(grid)), -np.log(len(grid)))
-        self.log_prior = np.full(k, -np.log(k))
-
-    def vote_terms(self, workers: np.ndarray, answers: np.ndarray) -> np.ndarray:
-        """Each answer's log likelihood under each (true class, difficulty) (answers × k × grid)."""
-        z = self.mu[None, None, :] + self.offset[workers][:, :, None]  # answers × true class × grid
-        terms = log_expit(-z) + self.log_wrong[workers, :, answers][:, :, None]
-        rows = np.arange(len(answers))
-        terms[rows, answers] = log_expit(z[rows, answers])
-        return terms
-
-    def fit(self, s: np.ndarray, w: np.ndarray, a: np.ndarray, n_subjects: int, gold: dict[int, int], iters: int = 40) -> Difficulty:
-        d, k = len(self.mu), self.k
-        n_workers = len(self.offset)
-        for _ in range(iters):
-            joint = np.zeros((n_subjects, k, d))
-            np.add.at(joint, s, self.vote_terms(w, a))
-            joint += self.log_mix[None] + self.log_prior[:, None]
-            for subject, truth in gold.items():
-                joint[subject, np.arange(k) != truth] = -np.inf
-            r = np.exp(joint - logsumexp(joint, axis=(1, 2), keepdims=True))  # subjects × k × grid
-            self.log_prior = np.log((r.sum((0, 2)) + 1) / (n_subjects + k))
-            mix = r.sum(0) + 0.5
-            self.log_mix = np.log(mix / mix.sum(1, keepdims=True))
-            if k > 2:  # which wrong answer, given a wrong one: a confusion row without its diagonal
-                wrong = np.ones((n_workers, k, k))
-                np.add.at(wrong, (w, slice(None), a), r[s].sum(2))
-                wrong[:, np.arange(k), np.arange(k)] = 0.0
-                self.log_wrong = np.log(np.maximum(wrong / wrong.sum(2, keepdims=True), 1e-300))
-            # Offsets: the expected log likelihood is concave in each; a few Newton steps.
-            weight = r[s]  # answers × k × grid
-            is_right = (a[:, None] == np.arange(k)[None, :])[:, :, None]
-            for _ in range(3):
-                p = expit(self.mu[None, None, :] + self.offset[w][:, :, None])
-                grad = (weight * (is_right - p)).sum(2)  # answers × k
-                hess = (weight * p * (1 - p)).sum(2)
-                for c in range(k):
-                    g = np.bincount(w, grad[:, c], n_workers) - self.offset[:, c]
-                    h = np.bincount(w, hess[:, c], n_workers) + 1.0
-                    self.offset[:, c] += g / h
-        return self
-
-    def posteriors(self, w: np.ndarray, a: np.ndarray) -> np.ndarray:
-        joint = np.cumsum(self.vote_terms(w, a), axis=0) + self.log_mix[None] + self.log_prior[None, :, None]
-        return _normalise(logsumexp(joint, axis=2))
-
-
-class TemperedDawidSkene(DawidSkene):
-    """Dawid–Skene's confusion matrices, each answer's likelihood tempered by the subject's difficulty:
-    P(answer j | class c, volunteer v, difficulty t) ∝ confusion_v[c, j] ** t, t on a grid (0: the
-    answer says nothing, 1: an average subject, above 1: an easy one), a learned distribution of t per
-    class. GLAD's form (a volunteer's log odds times a subject's easiness) on a full confusion matrix.
-    The confusion matrices are learnt as Dawid–Skene's (soft counts), not tempered: the form an online
-    engine that credits answers with counts can keep."""
-
-    TEMPERS = np.array([0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])
-
-    def __init__(self, k: int, n_workers: int, prior: float = 2.0, diagonal: float = 0.7) -> None:
-        super().__init__(k, n_workers, prior, diagonal)
         self.log_mix = np.full((k, len(self.TEMPERS)), -np.log(len(self.TEMPERS)))
 
     def tempered_terms(self, workers: np.ndarray, answers: np.ndarray) -> np.ndarray:
@@ -198,24 +136,25 @@ class TemperedDawidSkene(DawidSkene):
         return _normalise(logsumexp(joint, axis=2))
 
 
+def tempered(k: int, s: np.ndarray, w: np.ndarray, a: np.ndarray, gold: dict[int, int]) -> Callable:
+    return TemperedDawidSkene(k, int(w.max()) + 1).fit(s, w, a, int(s.max()) + 1, gold).posteriors
+
+
+MODELS = {"dawid_skene": (dawid_skene, DS_THRESHOLDS), "difficulty": (difficulty, DIFFICULTY_THRESHOLDS),
+          "tempered": (tempered, DIFFICULTY_THRESHOLDS)}
+
+
 def _normalise(log_post: np.ndarray) -> np.ndarray:
     return np.exp(log_post - logsumexp(log_post, axis=-1, keepdims=True))
 
 
-def _clamp_and_normalise(log_post: np.ndarray, gold: dict[int, int]) -> np.ndarray:
-    for subject, truth in gold.items():
-        log_post[subject] = -np.inf
-        log_post[subject, truth] = 0.0
-    return _normalise(log_post)
-
-
-def retire(model: DawidSkene | Difficulty, votes: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray,
+def retire(path: Callable, votes: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray,
            threshold: float, min_votes: int = 3) -> dict:
     """Each galaxy's answers in turn until the posterior reaches ``threshold`` (after ``min_votes``) or
     they run out (40): votes used and accuracy of the label retired with."""
     used, right = [], []
     for (w, a), y in zip(votes, truth, strict=True):
-        post = model.posteriors(w, a)
+        post = path(w, a)
         sure = np.nonzero((np.arange(1, len(a) + 1) >= min_votes) & (post.max(1) >= threshold))[0]
         stop = sure[0] if len(sure) else len(a) - 1
         used.append(stop + 1)
@@ -259,16 +198,16 @@ def gz1_crowd(seed: int, galaxies: int, learn_votes: int, gold_share: float) -> 
                         for (_, ans), y in zip(test_votes, truth, strict=True)])
     out: dict = {"seed": seed, "learn_galaxies": len(learn), "learn_votes_each": learn_votes, "gold": len(gold),
                  "test_galaxies": len(test), "a_majority_40": round(float(majority), 4)}
-    for name, model, thresholds in (("dawid_skene", DawidSkene(2, n_volunteers), DS_THRESHOLDS),
-                                    ("difficulty", Difficulty(2, n_volunteers), DIFFICULTY_THRESHOLDS),
-                                    ("tempered", TemperedDawidSkene(2, n_volunteers), DIFFICULTY_THRESHOLDS)):
+    for name, (build, thresholds) in MODELS.items():
         started = time.perf_counter()
-        model.fit(s, w, a, len(learn), gold)
-        frontier = [retire(model, test_votes, truth, t) for t in thresholds]
+        path = build(2, s, w, a, gold)
+        frontier = [retire(path, test_votes, truth, t) for t in thresholds]
         out[name] = {"frontier": frontier, "votes_at_a_accuracy": votes_at(frontier, out["a_majority_40"]),
                      "seconds": round(time.perf_counter() - started, 1)}
         if name == "difficulty":
-            out[name]["learned_offset_correlation"] = round(float(np.corrcoef(model.offset.mean(1), crowd.offsets)[0, 1]), 3)
+            offsets = path.estimator.offsets  # type: ignore[attr-defined]
+            learned = np.array([offsets(v).mean() for v in range(n_volunteers)])
+            out[name]["learned_offset_correlation"] = round(float(np.corrcoef(learned, crowd.offsets)[0, 1]), 3)
     return out
 
 
@@ -288,13 +227,9 @@ def real_crowd(name: str) -> dict:
     a = np.array([ai[r["answer"]] for r in rows])
     out: dict = {"crowd": name, "questions": len(questions), "workers": len(workers), "answers": len(rows), "classes": len(answers)}
     with_truth = [(qi[q], ai[t]) for q, t in truth_of.items() if q in qi]
-    for label, model in (("dawid_skene", DawidSkene(len(answers), len(workers))), ("difficulty", Difficulty(len(answers), len(workers))),
-                         ("tempered", TemperedDawidSkene(len(answers), len(workers)))):
-        model.fit(s, w, a, len(questions), {}, iters=60)
-        right = []
-        for q, t in with_truth:
-            mine = s == q
-            right.append(int(model.posteriors(w[mine], a[mine])[-1].argmax()) == t)
+    for label, (build, _) in MODELS.items():
+        path = build(len(answers), s, w, a, {})
+        right = [int(path(w[s == q], a[s == q])[-1].argmax()) == t for q, t in with_truth]
         out[label] = round(float(np.mean(right)), 4)
     return out
 
