@@ -25,22 +25,140 @@ N(0, ``offset_prior_sd``²) prior. Deterministic (no random start), serialisable
 Measured (``bench/engine_difficulty.py``, ``bench/results/engine_difficulty.md``): on the three
 simulated GZ1 crowds it reaches a 40-vote majority's accuracy with 6–21% fewer votes than Dawid–Skene
 and its posterior is calibrated; on real crowds, duck 0.917 against Dawid–Skene's 0.898, dog 0.829
-against 0.841. The platform's live engine does not use it yet: it would need per-subject state over
-(class × difficulty) in the hot state, the vectorised replay and the refits.
+against 0.841. The live engine uses the same functions with ``ConsensusEstimator(difficulty=True)``
+(online answers, refits by ``difficulty_em``, exact replay; no vectorised replay yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import expit, log_expit, logit, logsumexp
 
-from .estimator import _Index, _json_id, answer_columns
+from .tables import _Index, _json_id, answer_columns
 
 DEFAULT_GRID = tuple(np.round(np.linspace(0.5, 0.99, 25), 6).tolist())
 _CHUNK = 200_000  # answers per block of the E- and M-steps: bounds memory to ~k × grid × this
+
+
+def answer_terms(grid: np.ndarray, offsets: np.ndarray, log_wrong: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """log P(answer | true class, difficulty) for answers given by volunteers with these ``offsets``
+    (answers × k) and wrong-answer shares (answers × k × k): answers × k × grid."""
+    z = logit(grid)[None, None, :] + offsets[:, :, None]
+    rows = np.arange(answers.shape[0])
+    terms = log_expit(-z) + log_wrong[rows, :, answers][:, :, None]
+    terms[rows, answers] = log_expit(z[rows, answers])
+    return terms
+
+
+def initial_wrong_shares(n_workers: int, k: int) -> np.ndarray:
+    """Log wrong-answer shares before any learning: the other answers alike."""
+    share = np.full((k, k), 1.0 / (k - 1))
+    np.fill_diagonal(share, 1.0)  # never read: the diagonal is the right answer
+    return np.broadcast_to(np.log(share), (n_workers, k, k)).copy()
+
+
+def answer_log_likelihoods(grid: np.ndarray, offsets: np.ndarray, log_wrong: np.ndarray, s: np.ndarray,
+                           w: np.ndarray, a: np.ndarray, n_subjects: int) -> np.ndarray:
+    """Each subject's answers' summed log likelihoods under every (true class, difficulty):
+    subjects × k × grid, in blocks of answers (memory)."""
+    out = np.zeros((n_subjects, log_wrong.shape[1], grid.size))
+    for start in range(0, a.size, _CHUNK):
+        part = slice(start, start + _CHUNK)
+        np.add.at(out, s[part], answer_terms(grid, offsets[w[part]], log_wrong[w[part]], a[part]))
+    return out
+
+
+def marginal_log_posterior(joint: np.ndarray) -> np.ndarray:
+    """log P(class | answers) from log P(answers, class, difficulty) (… × k × grid)."""
+    log_post = logsumexp(joint, axis=-1)
+    return log_post - logsumexp(log_post, axis=-1, keepdims=True)
+
+
+@dataclass
+class DifficultyParameters:
+    """What the model learns: per volunteer logit offsets (workers × k) and log wrong-answer shares
+    (workers × k × k); per class the log distribution of difficulty (k × grid); the log class prior."""
+
+    offsets: np.ndarray
+    log_wrong: np.ndarray
+    log_mix: np.ndarray
+    log_prior: np.ndarray
+
+
+def difficulty_em(s: np.ndarray, w: np.ndarray, a: np.ndarray, n_subjects: int, grid: np.ndarray, clamp: np.ndarray,
+                  start: DifficultyParameters, *, offset_prior_sd: float = 1.0, mix_pseudo_count: float = 0.5,
+                  max_iter: int = 50, tol: float = 1e-6, learn_class_prior: bool = True) -> tuple[DifficultyParameters, np.ndarray, int]:
+    """EM from ``start`` over answers (subject, worker, answer index arrays); ``clamp``: each
+    subject's gold answer or -1. Returns the parameters, the final log joint (subjects × k × grid,
+    answers and priors: ``marginal_log_posterior`` gives the posteriors) and the iterations run."""
+    k = start.log_prior.size
+    params = DifficultyParameters(start.offsets.copy(), start.log_wrong.copy(), start.log_mix.copy(), start.log_prior.copy())
+
+    def e_step() -> np.ndarray:
+        joint = answer_log_likelihoods(grid, params.offsets, params.log_wrong, s, w, a, n_subjects)
+        joint += params.log_mix[None] + params.log_prior[:, None]
+        known = clamp >= 0
+        if known.any():
+            keep = (np.arange(k)[None, :] == clamp[known, None])[:, :, None]
+            joint[known] = np.where(keep, joint[known], -np.inf)
+        return joint
+
+    previous, iterations = -np.inf, 0
+    while iterations < max_iter:
+        iterations += 1
+        joint = e_step()
+        norm = logsumexp(joint, axis=(1, 2), keepdims=True)
+        total = float(norm.sum())
+        resp = np.exp(joint - norm)
+        _m_step(params, s, w, a, resp, grid, offset_prior_sd, mix_pseudo_count, learn_class_prior)
+        if total - previous < tol * max(a.size, 1):
+            break
+        previous = total
+    return params, e_step(), iterations
+
+
+def _m_step(params: DifficultyParameters, s: np.ndarray, w: np.ndarray, a: np.ndarray, resp: np.ndarray, grid: np.ndarray,
+            offset_prior_sd: float, mix_pseudo_count: float, learn_class_prior: bool) -> None:
+    k = params.log_prior.size
+    n_w = params.offsets.shape[0]
+    n_s = resp.shape[0]
+    if learn_class_prior:
+        params.log_prior = np.log((resp.sum((0, 2)) + 1.0) / (n_s + k))
+    mix = resp.sum(0) + mix_pseudo_count
+    params.log_mix = np.log(mix / mix.sum(1, keepdims=True))
+    if k > 2:  # which wrong answer, given a wrong one: Dirichlet(1) on each row without its diagonal
+        wrong = np.ones((n_w, k, k))
+        for start in range(0, a.size, _CHUNK):
+            part = slice(start, start + _CHUNK)
+            np.add.at(wrong, (w[part], slice(None), a[part]), resp[s[part]].sum(2))
+        wrong[:, np.arange(k), np.arange(k)] = 0.0
+        params.log_wrong = np.log(np.maximum(wrong / wrong.sum(2, keepdims=True), 1e-300))
+        params.log_wrong[:, np.arange(k), np.arange(k)] = 0.0
+    # Offsets: the expected log likelihood is concave in each; three Newton steps per EM iteration.
+    mu = logit(grid)
+    precision = 1.0 / offset_prior_sd ** 2
+    for _ in range(3):
+        grad = -precision * params.offsets
+        hess = np.full_like(params.offsets, precision)
+        for start in range(0, a.size, _CHUNK):
+            part = slice(start, start + _CHUNK)
+            weight = resp[s[part]]  # answers × k × grid
+            right = (a[part, None] == np.arange(k)[None, :])[:, :, None]
+            p = expit(mu[None, None, :] + params.offsets[w[part]][:, :, None])
+            for c in range(k):
+                grad[:, c] += np.bincount(w[part], (weight[:, c] * (right[:, c] - p[:, c])).sum(1), n_w)
+                hess[:, c] += np.bincount(w[part], (weight[:, c] * p[:, c] * (1 - p[:, c])).sum(1), n_w)
+        params.offsets = params.offsets + grad / hess
+
+
+def initial_parameters(n_workers: int, k: int, grid: np.ndarray, log_prior: np.ndarray | None = None) -> DifficultyParameters:
+    return DifficultyParameters(np.zeros((n_workers, k)), initial_wrong_shares(n_workers, k),
+                                np.full((k, grid.size), -np.log(grid.size)),
+                                np.full(k, -np.log(k)) if log_prior is None else np.asarray(log_prior, dtype=float).copy())
 
 
 class DifficultyEstimator:
@@ -84,22 +202,6 @@ class DifficultyEstimator:
         self._log_post = np.zeros((0, k))
         self.n_iter_ = 0
 
-    # ------------------------------------------------------------------ model
-    def _terms(self, offsets: np.ndarray, log_wrong: np.ndarray, answers: np.ndarray) -> np.ndarray:
-        """log P(answer | true class, difficulty) for answers given by volunteers with these
-        ``offsets`` (answers × k) and wrong-answer shares (answers × k × k): answers × k × grid."""
-        z = logit(self.grid)[None, None, :] + offsets[:, :, None]
-        rows = np.arange(answers.shape[0])
-        terms = log_expit(-z) + log_wrong[rows, :, answers][:, :, None]
-        terms[rows, answers] = log_expit(z[rows, answers])
-        return terms
-
-    def _initial_wrong(self, n_workers: int) -> np.ndarray:
-        k = self.n_classes
-        share = np.full((k, k), 1.0 / (k - 1))
-        np.fill_diagonal(share, 1.0)  # never read: the diagonal is the right answer
-        return np.broadcast_to(np.log(share), (n_workers, k, k)).copy()
-
     # ------------------------------------------------------------------ fit
     def fit(self, table: Any, gold: dict[Hashable, int] | None = None) -> DifficultyEstimator:
         """Learn from every answer (a DataFrame/dict of columns or (subject, worker, answer) rows,
@@ -108,10 +210,10 @@ class DifficultyEstimator:
         k = self.n_classes
         if answers.size and (answers.min() < 0 or answers.max() >= k):
             raise ValueError(f"answers must lie in 0..{k - 1}")
-        self._reset()
         for subject, truth in (gold or {}).items():
             if not 0 <= int(truth) < k:
                 raise ValueError(f"gold answer {truth} of subject {subject!r} out of range 0..{k - 1}")
+        self._reset()
         s = self._subjects.get_many(subjects)
         w = self._workers.get_many(workers)
         gold_rows = {self._subjects.get(_json_id(subject)): int(truth) for subject, truth in (gold or {}).items()}
@@ -119,63 +221,12 @@ class DifficultyEstimator:
         clamp = np.full(n_s, -1, dtype=np.int64)
         for row, truth in gold_rows.items():
             clamp[row] = truth
-        self._offsets = np.zeros((n_w, k))
-        self._log_wrong = self._initial_wrong(n_w)
-        previous = -np.inf
-        for iteration in range(1, self.max_iter + 1):
-            joint = self._e_step(s, w, answers, n_s, clamp)
-            total = float(logsumexp(joint, axis=(1, 2)).sum())
-            resp = np.exp(joint - logsumexp(joint, axis=(1, 2), keepdims=True))
-            self._m_step(s, w, answers, resp, n_s)
-            self.n_iter_ = iteration
-            if total - previous < self.tol * max(answers.size, 1):
-                break
-            previous = total
-        joint = self._e_step(s, w, answers, n_s, clamp)  # posteriors under the final parameters
-        self._log_post = logsumexp(joint, axis=2)
-        self._log_post -= logsumexp(self._log_post, axis=1, keepdims=True)
+        params, joint, self.n_iter_ = difficulty_em(
+            s, w, answers, n_s, self.grid, clamp, initial_parameters(n_w, k, self.grid),
+            offset_prior_sd=self.offset_prior_sd, mix_pseudo_count=self.mix_pseudo_count, max_iter=self.max_iter, tol=self.tol)
+        self._offsets, self._log_wrong, self._log_mix, self._log_prior = params.offsets, params.log_wrong, params.log_mix, params.log_prior
+        self._log_post = marginal_log_posterior(joint)
         return self
-
-    def _e_step(self, s: np.ndarray, w: np.ndarray, a: np.ndarray, n_s: int, clamp: np.ndarray) -> np.ndarray:
-        joint = np.zeros((n_s, self.n_classes, self.grid.size))
-        for start in range(0, a.size, _CHUNK):
-            part = slice(start, start + _CHUNK)
-            np.add.at(joint, s[part], self._terms(self._offsets[w[part]], self._log_wrong[w[part]], a[part]))
-        joint += self._log_mix[None] + self._log_prior[:, None]
-        known = clamp >= 0
-        if known.any():
-            joint[known] = np.where((np.arange(self.n_classes)[None, :] == clamp[known, None])[:, :, None], joint[known], -np.inf)
-        return joint
-
-    def _m_step(self, s: np.ndarray, w: np.ndarray, a: np.ndarray, resp: np.ndarray, n_s: int) -> None:
-        k = self.n_classes
-        n_w = self._offsets.shape[0]
-        self._log_prior = np.log((resp.sum((0, 2)) + 1.0) / (n_s + k))
-        mix = resp.sum(0) + self.mix_pseudo_count
-        self._log_mix = np.log(mix / mix.sum(1, keepdims=True))
-        if k > 2:  # which wrong answer, given a wrong one: Dirichlet(1) on each row without its diagonal
-            wrong = np.ones((n_w, k, k))
-            for start in range(0, a.size, _CHUNK):
-                part = slice(start, start + _CHUNK)
-                np.add.at(wrong, (w[part], slice(None), a[part]), resp[s[part]].sum(2))
-            wrong[:, np.arange(k), np.arange(k)] = 0.0
-            self._log_wrong = np.log(np.maximum(wrong / wrong.sum(2, keepdims=True), 1e-300))
-            self._log_wrong[:, np.arange(k), np.arange(k)] = 0.0
-        # Offsets: the expected log likelihood is concave in each; three Newton steps per EM iteration.
-        mu = logit(self.grid)
-        precision = 1.0 / self.offset_prior_sd ** 2
-        for _ in range(3):
-            grad = -precision * self._offsets
-            hess = np.full_like(self._offsets, precision)
-            for start in range(0, a.size, _CHUNK):
-                part = slice(start, start + _CHUNK)
-                weight = resp[s[part]]  # answers × k × grid
-                right = (a[part, None] == np.arange(k)[None, :])[:, :, None]
-                p = expit(mu[None, None, :] + self._offsets[w[part]][:, :, None])
-                for c in range(k):
-                    grad[:, c] += np.bincount(w[part], (weight[:, c] * (right[:, c] - p[:, c])).sum(1), n_w)
-                    hess[:, c] += np.bincount(w[part], (weight[:, c] * p[:, c] * (1 - p[:, c])).sum(1), n_w)
-            self._offsets += grad / hess
 
     def fit_predict(self, table: Any, gold: dict[Hashable, int] | None = None) -> dict[Hashable, int]:
         """``fit``, then each subject's most likely answer (crowd-kit's ``fit_predict``)."""
@@ -230,11 +281,10 @@ class DifficultyEstimator:
         index = np.array([r for r in rows if r is not None], dtype=np.int64)
         offsets = np.zeros((a.size, self.n_classes))
         offsets[known] = self._offsets[index]
-        log_wrong = self._initial_wrong(a.size)
+        log_wrong = initial_wrong_shares(a.size, self.n_classes)
         log_wrong[known] = self._log_wrong[index]
-        joint = np.cumsum(self._terms(offsets, log_wrong, a), axis=0) + self._log_mix[None] + self._log_prior[None, :, None]
-        log_post = logsumexp(joint, axis=2)
-        return np.exp(log_post - logsumexp(log_post, axis=1, keepdims=True))
+        joint = np.cumsum(answer_terms(self.grid, offsets, log_wrong, a), axis=0) + self._log_mix[None] + self._log_prior[None, :, None]
+        return np.exp(marginal_log_posterior(joint))
 
     # ------------------------------------------------------------------ state
     def to_dict(self) -> dict:

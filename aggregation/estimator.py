@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from .batch import (
     ReplayState,
@@ -37,12 +38,19 @@ from .core import (
     information_bits,
     normalise_log,
 )
+from .difficulty import (
+    DEFAULT_GRID,
+    DifficultyParameters,
+    answer_log_likelihoods,
+    answer_terms,
+    difficulty_em,
+    initial_parameters,
+    initial_wrong_shares,
+)
 from .retirement import RetirementPolicy, SubjectSummary, policy_from_dict
+from .tables import _Index, _json_id, answer_columns
 
 LEARNING_MODES = ("gold", "consensus", "retired")
-SUBJECT_COLUMNS = ("subject", "task", "question")
-WORKER_COLUMNS = ("worker", "volunteer", "user")
-ANSWER_COLUMNS = ("answer", "label", "value")
 
 
 @dataclass(frozen=True)
@@ -62,97 +70,6 @@ class Decision:
     @property
     def expected_risk(self) -> float:
         return float(expected_risk(self.posterior))
-
-
-def _json_id(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.str_):
-        return str(value)
-    return value
-
-
-def answer_columns(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(subjects, workers, answers) from a DataFrame/dict of columns or (s, w, a) rows.
-
-    Column names may be crowd-kit's (task, worker, label), the crowds' (question, worker,
-    answer) or the platform's (subject, volunteer, answer).
-    """
-    if hasattr(table, "keys") and hasattr(table, "__getitem__"):
-        keys = list(table.keys())
-
-        def pick(names: Sequence[str]) -> np.ndarray:
-            for name in names:
-                if name in keys:
-                    return np.asarray(table[name])
-            raise KeyError(f"answers table needs one of the columns {list(names)}")
-
-        return pick(SUBJECT_COLUMNS), pick(WORKER_COLUMNS), pick(ANSWER_COLUMNS).astype(
-            np.int64)
-    rows = list(table)
-    if not rows:
-        empty = np.empty(0, dtype=np.int64)
-        return np.empty(0, dtype=object), np.empty(0, dtype=object), empty
-    subjects = np.empty(len(rows), dtype=object)
-    workers = np.empty(len(rows), dtype=object)
-    subjects[:] = [r[0] for r in rows]
-    workers[:] = [r[1] for r in rows]
-    answers = np.fromiter((int(r[2]) for r in rows), dtype=np.int64, count=len(rows))
-    return subjects, workers, answers
-
-
-class _Index:
-    """Arbitrary hashable ids ↔ dense integer indices, in order of first appearance."""
-
-    def __init__(self) -> None:
-        self.ids: list[Hashable] = []
-        self.pos: dict[Hashable, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def get(self, key: Hashable) -> int:
-        idx = self.pos.get(key)
-        if idx is None:
-            idx = len(self.ids)
-            self.pos[key] = idx
-            self.ids.append(key)
-        return idx
-
-    def get_many(self, keys: np.ndarray) -> np.ndarray:
-        """Indices of many ids at once (new ones appended in order of first appearance)."""
-        n = keys.shape[0]
-        if n == 0:
-            return np.empty(0, dtype=np.int64)
-        if keys.dtype.kind in "iu" and keys.min() >= 0 and keys.max() < 4 * n + 1024:
-            # Small non-negative integers: a lookup table instead of a sort.
-            first = np.full(int(keys.max()) + 1, n, dtype=np.int64)
-            np.minimum.at(first, keys, np.arange(n))
-            present = np.flatnonzero(first < n)
-            uniq = present[np.argsort(first[present], kind="stable")]
-            lookup = np.empty(first.shape[0], dtype=np.int64)
-            lookup[uniq] = self._bulk(uniq.tolist())
-            return lookup[keys]
-        try:
-            uniq, inverse = np.unique(keys, return_inverse=True)
-        except TypeError:  # mixed types that numpy cannot sort
-            return np.fromiter((self.get(k) for k in keys.tolist()), dtype=np.int64, count=n)
-        inverse = inverse.reshape(-1)
-        first = np.full(uniq.shape[0], n, dtype=np.int64)
-        np.minimum.at(first, inverse, np.arange(n))
-        order = np.argsort(first, kind="stable")
-        mapped = np.empty(uniq.shape[0], dtype=np.int64)
-        mapped[order] = self._bulk(uniq[order].tolist())
-        return mapped[inverse]
-
-    def _bulk(self, values: list) -> np.ndarray:
-        """Indices of distinct ids given in order of first appearance."""
-        pos = self.pos
-        fresh = [v for v in values if v not in pos]
-        base = len(self.ids)
-        self.ids.extend(fresh)
-        pos.update(zip(fresh, range(base, base + len(fresh)), strict=True))
-        return np.fromiter((pos[v] for v in values), dtype=np.int64, count=len(values))
 
 
 class ConsensusEstimator:
@@ -181,6 +98,14 @@ class ConsensusEstimator:
         the other subjects only (a subject's answers never vouch for themselves, as online;
         see ``batch.dawid_skene_em``), so that the posteriors the policy then reads are
         honest. ``fit`` (offline, no retirement) stays plain MAP EM.
+    difficulty: whether each subject also has a difficulty (``aggregation.difficulty``): the
+        posterior then sums over the difficulty a subject may have, with a skill offset per
+        volunteer and answer and a distribution of difficulty per class, learnt at each
+        ``fit``/``refit`` by the difficulty model's EM (between refits they stay fixed; a new
+        volunteer answers as the average one). Why: Dawid–Skene takes agreeing answers on a hard
+        subject for more evidence than they are (on GZ1's simulated crowds its posterior of 0.99
+        was 94.8–96.5% right; this model's 0.97, 96.7–98.1%). The confusion matrices are still
+        learnt (from the difficulty model's posteriors at each refit) for skills in bits.
     policy: the ``RetirementPolicy`` (None: never retire).
     """
 
@@ -198,6 +123,7 @@ class ConsensusEstimator:
         learn_class_prior: bool = False,
         learn_skill_prior: bool = True,
         leave_one_out: bool = True,
+        difficulty: bool = False,
         policy: RetirementPolicy | None = None,
         max_iter: int = 100,
         tol: float = 1e-6,
@@ -220,6 +146,7 @@ class ConsensusEstimator:
         self.learn_class_prior = bool(learn_class_prior)
         self.learn_skill_prior = bool(learn_skill_prior)
         self.leave_one_out = bool(leave_one_out)
+        self.difficulty = bool(difficulty)
         self.policy = policy
         self.max_iter = int(max_iter)
         self.tol = float(tol)
@@ -248,6 +175,12 @@ class ConsensusEstimator:
         self._log_chunks: list[tuple[np.ndarray, ...]] = []
         self._log_pending: tuple[list[int], ...] = ([], [], [], [], [])
         self._events: list[dict] = []
+        # The difficulty model's state (``difficulty``): what it learnt, and per subject the log
+        # likelihood of its counted answers under each (class, difficulty) and its added priors.
+        self._grid = np.asarray(DEFAULT_GRID)
+        self._difficulty = initial_parameters(0, k, self._grid, self._log_class_prior)
+        self._answer_ll = np.empty((0, k, self._grid.size))
+        self._log_extra = np.empty((0, k))
 
     def _config(self) -> dict:
         return {
@@ -262,6 +195,7 @@ class ConsensusEstimator:
             "learn_class_prior": self.learn_class_prior,
             "learn_skill_prior": self.learn_skill_prior,
             "leave_one_out": self.leave_one_out,
+            "difficulty": self.difficulty,
             "policy": None if self.policy is None else self.policy.to_dict(),
             "max_iter": self.max_iter,
             "tol": self.tol,
@@ -280,6 +214,7 @@ class ConsensusEstimator:
         if n <= old:
             return
         extra = n - old
+        k = self.n_classes
         self._log_post = np.concatenate(
             [self._log_post, np.tile(self._log_class_prior, (extra, 1))])
         self._n_counted = np.concatenate([self._n_counted, np.zeros(extra, np.int64)])
@@ -289,6 +224,9 @@ class ConsensusEstimator:
         self._agree = np.concatenate([self._agree, np.zeros(extra, np.int64)])
         if self._lists is not None:
             self._lists.extend(([], []) for _ in range(extra))
+        if self.difficulty:
+            self._answer_ll = np.concatenate([self._answer_ll, np.zeros((extra, k, self._grid.size))])
+            self._log_extra = np.concatenate([self._log_extra, np.zeros((extra, k))])
 
     def _grow_workers(self, n: int) -> None:
         old = self._counts.shape[0]
@@ -299,6 +237,10 @@ class ConsensusEstimator:
         self._counts = np.concatenate([self._counts, np.zeros((extra, k, k))])
         self._n_answers = np.concatenate([self._n_answers, np.zeros(extra, np.int64)])
         self._n_gold = np.concatenate([self._n_gold, np.zeros(extra, np.int64)])
+        if self.difficulty:
+            d = self._difficulty
+            d.offsets = np.concatenate([d.offsets, np.zeros((extra, k))])
+            d.log_wrong = np.concatenate([d.log_wrong, initial_wrong_shares(extra, k)])
 
     def _subject(self, subject: Hashable) -> int:
         s = self._subjects.get(_json_id(subject))
@@ -360,6 +302,12 @@ class ConsensusEstimator:
         return self._lists
 
     # ------------------------------------------------------------------ skills
+    def _difficulty_log_post(self, rows: Any) -> np.ndarray:
+        """The difficulty model's log posterior of these subjects: their answers' likelihoods summed
+        over difficulty, with the class prior and any added priors."""
+        joint = self._answer_ll[rows] + self._difficulty.log_mix
+        return normalise_log(logsumexp(joint, axis=-1) + self._log_class_prior + self._log_extra[rows])
+
     def _log_conf(self, w: int) -> np.ndarray:
         return np.log(confusion_from_counts(self._counts[w], self.skill_prior, self.clip))
 
@@ -408,6 +356,10 @@ class ConsensusEstimator:
         s = self._subject(subject)
         self._events.append({"at": self.n_logged, "kind": "prior",
                              "subject": _json_id(subject), "probabilities": probs.tolist()})
+        if self.difficulty:  # kept apart, so that refits keep it
+            self._log_extra[s] += np.log(probs / probs.sum()) - self._log_class_prior
+            self._log_post[s] = self._difficulty_log_post(s)
+            return np.exp(self._log_post[s])
         self._log_post[s] = normalise_log(
             self._log_post[s] + np.log(probs / probs.sum()) - self._log_class_prior)
         return np.exp(self._log_post[s])
@@ -473,7 +425,12 @@ class ConsensusEstimator:
                 post_before = np.exp(before)
                 if post_before.max() >= self.consensus_min_confidence:
                     self._counts[w, :, answer] += post_before
-            self._log_post[s] = normalise_log(before + lc[:, answer])
+            if self.difficulty:
+                d = self._difficulty
+                self._answer_ll[s] += answer_terms(self._grid, d.offsets[w][None], d.log_wrong[w][None], np.array([answer]))[0]
+                self._log_post[s] = self._difficulty_log_post(s)
+            else:
+                self._log_post[s] = normalise_log(before + lc[:, answer])
             self._n_counted[s] += 1
             if self._first[s] < 0:
                 self._first[s] = answer
@@ -512,7 +469,7 @@ class ConsensusEstimator:
         subjects, workers, answers = answer_columns(table)
         if answers.shape[0] and (answers.min() < 0 or answers.max() >= self.n_classes):
             raise ValueError(f"answers must lie in 0..{self.n_classes - 1}")
-        if chunk_size is None or not policy_is_vectorisable(self.policy):
+        if chunk_size is None or not policy_is_vectorisable(self.policy) or self.difficulty:  # no vectorised difficulty replay
             mask = np.zeros(answers.shape[0], dtype=bool)
             for i, (subj, work, ans) in enumerate(zip(subjects.tolist(), workers.tolist(),
                                                       answers.tolist(), strict=True)):
@@ -613,6 +570,9 @@ class ConsensusEstimator:
                max_iter: int | None = None) -> list[Hashable]:
         s, w, a, c, _ = self._log_arrays()
         n_s, n_w = len(self._subjects), len(self._workers)
+        if self.difficulty:
+            self._refit_difficulty(warm=warm, max_iter=max_iter)
+            return self._retire_after_refit(retire)
         result = dawid_skene_em(
             s, w, a, c, n_subjects=n_s, n_workers=n_w, n_classes=self.n_classes,
             skill_prior=self.skill_prior, class_prior=self.class_prior,
@@ -631,6 +591,39 @@ class ConsensusEstimator:
         self._log_class_prior = np.log(result.class_prior)
         self._log_post[n_s:] = self._log_class_prior
         self.n_iter_ = result.n_iter
+        return self._retire_after_refit(retire)
+
+    def _refit_difficulty(self, *, warm: bool, max_iter: int | None) -> None:
+        """The difficulty model's EM over the log (counted answers, and every answer on a gold
+        subject, as Dawid–Skene's refit learns from), then every posterior from counted answers."""
+        s, w, a, c, _ = self._log_arrays()
+        n_s, n_w = len(self._subjects), len(self._workers)
+        gold = self._gold[:n_s]
+        learn_from = c | (gold[s] >= 0)
+        d = self._difficulty
+        start = DifficultyParameters(d.offsets[:n_w], d.log_wrong[:n_w], d.log_mix, self._log_class_prior) if warm else \
+            initial_parameters(n_w, self.n_classes, self._grid, np.log(self.class_prior))
+        params, _, self.n_iter_ = difficulty_em(
+            s[learn_from], w[learn_from], a[learn_from], n_s, self._grid, gold, start,
+            max_iter=self.max_iter if max_iter is None else int(max_iter), tol=self.tol,
+            learn_class_prior=self.learn_class_prior)
+        d.offsets[:n_w], d.log_wrong[:n_w], d.log_mix = params.offsets, params.log_wrong, params.log_mix
+        self._log_class_prior = params.log_prior
+        self._answer_ll[:] = 0.0
+        self._answer_ll[:n_s] = answer_log_likelihoods(self._grid, d.offsets, d.log_wrong, s[c], w[c], a[c], n_s)
+        self._log_post[:n_s] = self._difficulty_log_post(slice(0, n_s))
+        self._log_post[n_s:] = self._log_class_prior
+        # Confusion matrices from these posteriors (gold: its truth), for skills in bits.
+        weights = np.exp(self._log_post[:n_s])
+        is_gold = gold >= 0
+        weights[is_gold] = np.eye(self.n_classes)[gold[is_gold]]
+        counts = np.zeros((n_w, self.n_classes, self.n_classes))
+        np.add.at(counts, (w[learn_from], slice(None), a[learn_from]), weights[s[learn_from]])
+        self._counts[:n_w] = counts
+
+    def _retire_after_refit(self, retire: bool) -> list[Hashable]:
+        s, w, a, c, _ = self._log_arrays()
+        n_s = len(self._subjects)
         newly: list[Hashable] = []
         if not retire or self.policy is None:
             return newly
@@ -706,7 +699,7 @@ class ConsensusEstimator:
             "workers": [self._workers.ids[w] for w in workers],
             "gold": None if self._gold[s] < 0 else int(self._gold[s]),
             "retired": self.retirement_reason(subject),
-        }
+        } | ({"added_log_prior": self._log_extra[s].tolist()} if self.difficulty else {})
 
     def load_subject_state(self, subject: Hashable, state: dict) -> None:
         """Put one subject's state back (e.g. read from Redis)."""
@@ -725,12 +718,19 @@ class ConsensusEstimator:
         while run < len(answers) and answers[run] == answers[0]:
             run += 1
         self._agree[s] = run
+        if self.difficulty:  # its answers' likelihoods under the skills in force, as online
+            d = self._difficulty
+            self._log_extra[s] = np.asarray(state.get("added_log_prior", np.zeros(self.n_classes)), dtype=float)
+            self._answer_ll[s] = answer_log_likelihoods(self._grid, d.offsets, d.log_wrong, np.zeros(len(answers), np.int64),
+                                                        np.asarray(workers, np.int64), np.asarray(answers, np.int64), 1)[0]
 
     def worker_state(self, worker: Hashable) -> dict:
         """One agent's skill as a small JSON-safe dict (a Redis value)."""
         w = self._workers.pos[_json_id(worker)]
-        return {"counts": self._counts[w].tolist(), "n_answers": int(self._n_answers[w]),
-                "n_gold": int(self._n_gold[w])}
+        state = {"counts": self._counts[w].tolist(), "n_answers": int(self._n_answers[w]), "n_gold": int(self._n_gold[w])}
+        if self.difficulty:
+            state |= {"offsets": self._difficulty.offsets[w].tolist(), "log_wrong": self._difficulty.log_wrong[w].tolist()}
+        return state
 
     def load_worker_state(self, worker: Hashable, state: dict) -> None:
         w = self._worker(worker)
@@ -740,15 +740,20 @@ class ConsensusEstimator:
         self._counts[w] = counts
         self._n_answers[w] = int(state.get("n_answers", 0))
         self._n_gold[w] = int(state.get("n_gold", 0))
+        if self.difficulty and "offsets" in state:
+            self._difficulty.offsets[w] = np.asarray(state["offsets"], dtype=float)
+            self._difficulty.log_wrong[w] = np.asarray(state["log_wrong"], dtype=float)
 
     def shared_state(self) -> dict:
         """The estimator-wide priors that a fit or refit updates (one more Redis key)."""
-        return {"skill_prior": self.skill_prior.tolist(),
-                "log_class_prior": self._log_class_prior.tolist()}
+        state = {"skill_prior": self.skill_prior.tolist(), "log_class_prior": self._log_class_prior.tolist()}
+        return state | ({"difficulty_log_mix": self._difficulty.log_mix.tolist()} if self.difficulty else {})
 
     def load_shared_state(self, state: dict) -> None:
         self.skill_prior = np.asarray(state["skill_prior"], dtype=float)
         self._log_class_prior = np.asarray(state["log_class_prior"], dtype=float)
+        if self.difficulty and "difficulty_log_mix" in state:
+            self._difficulty.log_mix = np.asarray(state["difficulty_log_mix"], dtype=float)
 
     # ------------------------------------------------------------------ serialisation
     def log(self) -> list[dict]:
@@ -797,6 +802,12 @@ class ConsensusEstimator:
             "n_answers": self._n_answers[:n_w].tolist(),
             "n_gold": self._n_gold[:n_w].tolist(),
         }
+        if self.difficulty:
+            d = self._difficulty
+            # The answers' likelihoods are not stored: ``from_dict`` sums them again from each
+            # subject's counted answers (the same terms in the same order, so the same numbers).
+            data["difficulty"] = {"offsets": d.offsets[:n_w].tolist(), "log_wrong": d.log_wrong[:n_w].tolist(),
+                                  "log_mix": d.log_mix.tolist(), "added_log_prior": self._log_extra[:n_s].tolist()}
         if include_log:
             data["log"] = {"subject": s.tolist(), "worker": w.tolist(), "answer": a.tolist(),
                            "counted": c.tolist(), "gold": g.tolist()}
@@ -833,6 +844,17 @@ class ConsensusEstimator:
         est._counts = np.asarray(data["counts"], dtype=float).reshape(n_w, k, k)
         est._n_answers = np.asarray(data["n_answers"], dtype=np.int64)
         est._n_gold = np.asarray(data["n_gold"], dtype=np.int64)
+        if est.difficulty:
+            state = data["difficulty"]
+            est._difficulty = DifficultyParameters(
+                np.asarray(state["offsets"], dtype=float).reshape(n_w, k), np.asarray(state["log_wrong"], dtype=float).reshape(n_w, k, k),
+                np.asarray(state["log_mix"], dtype=float), est._log_class_prior)
+            est._log_extra = np.asarray(state["added_log_prior"], dtype=float).reshape(n_s, k)
+            sizes = [len(answers) for answers, _ in est._lists]
+            est._answer_ll = answer_log_likelihoods(  # added one by one in each subject's order, as online
+                est._grid, est._difficulty.offsets, est._difficulty.log_wrong, np.repeat(np.arange(n_s), sizes),
+                np.fromiter((x for _, workers in est._lists for x in workers), np.int64, sum(sizes)),
+                np.fromiter((x for answers, _ in est._lists for x in answers), np.int64, sum(sizes)), n_s)
         if "log" in data:
             log = data["log"]
             est._log_chunks = [(np.asarray(log["subject"], np.int64),

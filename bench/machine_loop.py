@@ -239,12 +239,13 @@ def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -
             "accuracy_of_retired": round(right / max(len(galaxies), 1), 4)}
 
 
-def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str):
+def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str,
+                  estimator: dict | None = None):
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
-    workflow = create_workflow(project, name, BINARY_TASKS, retirement={"policy": policy, "machine_agents": machine_agents},
-                               active_learning=active_learning)
+    retirement = {"policy": policy, "machine_agents": machine_agents} | ({"estimator": estimator} if estimator else {})
+    workflow = create_workflow(project, name, BINARY_TASKS, retirement=retirement, active_learning=active_learning)
     for subject_set in subject_sets:
         link_subject_set(workflow, subject_set)
     # Gold subjects are the CNN's test set: served to humans only when nothing else is left for them.
@@ -433,6 +434,8 @@ def main() -> None:
                         help="how the machine's answers enter the engine (live.engine.MACHINE_AGENTS)")
     parser.add_argument("--engine-posterior", type=float, default=ENGINE_POSTERIOR,
                         help="(b) and (c) retire a subject by consensus at this posterior (after 3 votes, at most 40)")
+    parser.add_argument("--engine-difficulty", action="store_true",
+                        help="(b) and (c): the engine models a difficulty per galaxy (estimator option difficulty, aggregation.difficulty)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -504,7 +507,7 @@ def main() -> None:
         for key in args.modes:
             name, policy, active_learning, majority, pace = modes[key]
             workflow = make_workflow(project, subject_sets[:1] if key == "a" else subject_sets, name, policy, active_learning,
-                                     args.machine_agents)
+                                     args.machine_agents, {"difficulty": True} if args.engine_difficulty and key != "a" else None)
             print(f"{name} ...", flush=True)
             run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=pace)
             results[key] = {"name": name, "policy": policy} | measure(workflow, crowd, index_of, run, majority)

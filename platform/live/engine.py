@@ -34,6 +34,12 @@ DEFAULT_POLICY = "min:3,posterior:0.99,max:40"
 # learned one 7.7 at 96.4%, nearly what knowing the true share gives (7.5 at 96.8%).
 # ``{"learn_class_prior": false}`` keeps the prior fixed (SWAP's way).
 DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": True}
+# ``{"difficulty": true}``: the engine models a difficulty per subject (``aggregation.difficulty``), so
+# that agreeing answers on a hard subject are not taken for more evidence than they are; its posterior
+# is calibrated (GZ1 simulated crowds, offline: 0.97 → 96.7–98.1% right, where Dawid–Skene's 0.99 was
+# 94.8–96.5%), so a policy's threshold reads as the accuracy asked for. Not the default: measured
+# offline and on one platform run only (bench/results/engine_difficulty.md), and it needs a first
+# refit before its skills mean anything.
 # How a machine agent's predictions enter the engine (``Workflow.retirement["machine_agents"]``).
 # "one" (the default): the machine is a single agent, its answer the most probable class, weighed by
 # one confusion matrix for all its answers. "by_confidence": one engine agent per level of its
@@ -52,7 +58,7 @@ DEFAULT_MACHINE_AGENTS = MACHINE_AGENTS[0]
 MACHINE_CONFIDENCE_EDGES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESTIMATOR_OPTIONS = {
     "class_prior", "initial_skill", "prior_strength", "skepticism", "learn", "consensus_min_confidence",
-    "learn_class_prior", "learn_skill_prior",
+    "learn_class_prior", "learn_skill_prior", "difficulty",
 }
 
 

@@ -55,8 +55,9 @@ def _submit_votes(
             })
 
 
-def test_a_refit_is_logged_and_the_rebuild_repeats_it(make_workflow) -> None:
-    workflow = make_workflow(n=16, retirement={"policy": "min:3,posterior:0.999,max:40"})
+@pytest.mark.parametrize("estimator", [{}, {"difficulty": True}], ids=["dawid_skene", "difficulty"])
+def test_a_refit_is_logged_and_the_rebuild_repeats_it(make_workflow, estimator: dict) -> None:
+    workflow = make_workflow(n=16, retirement={"policy": "min:3,posterior:0.999,max:40", "estimator": estimator})
     _submit_votes(workflow)
     apply_pending(workflow.pk)
     before = {s.subject_id: s.posterior["T0"] for s in workflow.subject_states.all()}
