@@ -41,7 +41,6 @@ from scipy.special import expit, log_expit, logit, logsumexp
 from .tables import _Index, _json_id, answer_columns
 
 DEFAULT_GRID = tuple(np.round(np.linspace(0.5, 0.99, 25), 6).tolist())
-_CHUNK = 200_000  # answers per block of the E- and M-steps: bounds memory to ~k × grid × this
 
 
 def answer_terms(grid: np.ndarray, offsets: np.ndarray, log_wrong: np.ndarray, answers: np.ndarray) -> np.ndarray:
@@ -64,12 +63,28 @@ def initial_wrong_shares(n_workers: int, k: int) -> np.ndarray:
 def answer_log_likelihoods(grid: np.ndarray, offsets: np.ndarray, log_wrong: np.ndarray, s: np.ndarray,
                            w: np.ndarray, a: np.ndarray, n_subjects: int) -> np.ndarray:
     """Each subject's answers' summed log likelihoods under every (true class, difficulty):
-    subjects × k × grid, in blocks of answers (memory)."""
-    out = np.zeros((n_subjects, log_wrong.shape[1], grid.size))
-    for start in range(0, a.size, _CHUNK):
-        part = slice(start, start + _CHUNK)
-        np.add.at(out, s[part], answer_terms(grid, offsets[w[part]], log_wrong[w[part]], a[part]))
+    subjects × k × grid. One (class, difficulty) column at a time over all answers (memory: a few
+    vectors of answers), each summed by ``bincount`` in the answers' order from zero, as an online
+    engine adds them one by one: the same numbers."""
+    k = log_wrong.shape[1]
+    out = np.empty((n_subjects, k, grid.size))
+    z = logit(grid)[None, None, :] + offsets[:, :, None]  # per volunteer: workers × k × grid
+    log_right, log_not_right = log_expit(z), log_expit(-z)
+    for c in range(k):
+        is_right = a == c
+        wrong = log_wrong[w, c, a]
+        for d in range(grid.size):
+            column = np.where(is_right, log_right[w, c, d], log_not_right[w, c, d] + wrong)
+            out[:, c, d] = np.bincount(s, weights=column, minlength=n_subjects)
     return out
+
+
+def logsumexp_last(x: np.ndarray) -> np.ndarray:
+    """log Σ exp over the last axis: scipy's ``logsumexp`` without its overhead, for small arrays
+    that an online update touches one answer at a time."""
+    top = x.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.log(np.exp(x - top).sum(axis=-1)) + top[..., 0]
 
 
 def marginal_log_posterior(joint: np.ndarray) -> np.ndarray:
@@ -123,35 +138,37 @@ def difficulty_em(s: np.ndarray, w: np.ndarray, a: np.ndarray, n_subjects: int, 
 
 def _m_step(params: DifficultyParameters, s: np.ndarray, w: np.ndarray, a: np.ndarray, resp: np.ndarray, grid: np.ndarray,
             offset_prior_sd: float, mix_pseudo_count: float, learn_class_prior: bool) -> None:
-    k = params.log_prior.size
+    k, d_levels = params.log_prior.size, grid.size
     n_w = params.offsets.shape[0]
     n_s = resp.shape[0]
     if learn_class_prior:
         params.log_prior = np.log((resp.sum((0, 2)) + 1.0) / (n_s + k))
     mix = resp.sum(0) + mix_pseudo_count
     params.log_mix = np.log(mix / mix.sum(1, keepdims=True))
+    # Per volunteer, true class and difficulty: the weight of its answers, and of those that were right.
+    total = np.empty((n_w, k, d_levels))
+    right = np.empty((n_w, k, d_levels))
+    for c in range(k):
+        is_right = a == c
+        for d in range(d_levels):
+            weight = resp[s, c, d]
+            total[:, c, d] = np.bincount(w, weights=weight, minlength=n_w)
+            right[:, c, d] = np.bincount(w[is_right], weights=weight[is_right], minlength=n_w)
     if k > 2:  # which wrong answer, given a wrong one: Dirichlet(1) on each row without its diagonal
         wrong = np.ones((n_w, k, k))
-        for start in range(0, a.size, _CHUNK):
-            part = slice(start, start + _CHUNK)
-            np.add.at(wrong, (w[part], slice(None), a[part]), resp[s[part]].sum(2))
+        pair = w * k + a
+        for c in range(k):
+            wrong[:, c, :] += np.bincount(pair, weights=resp[s, c].sum(1), minlength=n_w * k).reshape(n_w, k)
         wrong[:, np.arange(k), np.arange(k)] = 0.0
         params.log_wrong = np.log(np.maximum(wrong / wrong.sum(2, keepdims=True), 1e-300))
         params.log_wrong[:, np.arange(k), np.arange(k)] = 0.0
-    # Offsets: the expected log likelihood is concave in each; three Newton steps per EM iteration.
-    mu = logit(grid)
+    # Offsets: the expected log likelihood is concave in each; Newton steps on those sums.
+    mu = logit(grid)[None, None, :]
     precision = 1.0 / offset_prior_sd ** 2
     for _ in range(3):
-        grad = -precision * params.offsets
-        hess = np.full_like(params.offsets, precision)
-        for start in range(0, a.size, _CHUNK):
-            part = slice(start, start + _CHUNK)
-            weight = resp[s[part]]  # answers × k × grid
-            right = (a[part, None] == np.arange(k)[None, :])[:, :, None]
-            p = expit(mu[None, None, :] + params.offsets[w[part]][:, :, None])
-            for c in range(k):
-                grad[:, c] += np.bincount(w[part], (weight[:, c] * (right[:, c] - p[:, c])).sum(1), n_w)
-                hess[:, c] += np.bincount(w[part], (weight[:, c] * p[:, c] * (1 - p[:, c])).sum(1), n_w)
+        p = expit(mu + params.offsets[:, :, None])
+        grad = (right - total * p).sum(2) - precision * params.offsets
+        hess = (total * p * (1 - p)).sum(2) + precision
         params.offsets = params.offsets + grad / hess
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from .batch import (
     ReplayState,
@@ -46,6 +45,7 @@ from .difficulty import (
     difficulty_em,
     initial_parameters,
     initial_wrong_shares,
+    logsumexp_last,
 )
 from .retirement import RetirementPolicy, SubjectSummary, policy_from_dict
 from .tables import _Index, _json_id, answer_columns
@@ -306,7 +306,7 @@ class ConsensusEstimator:
         """The difficulty model's log posterior of these subjects: their answers' likelihoods summed
         over difficulty, with the class prior and any added priors."""
         joint = self._answer_ll[rows] + self._difficulty.log_mix
-        return normalise_log(logsumexp(joint, axis=-1) + self._log_class_prior + self._log_extra[rows])
+        return normalise_log(logsumexp_last(joint) + self._log_class_prior + self._log_extra[rows])
 
     def _log_conf(self, w: int) -> np.ndarray:
         return np.log(confusion_from_counts(self._counts[w], self.skill_prior, self.clip))
