@@ -3,6 +3,7 @@
     .venv/bin/python bench/engine_class_prior.py                      # three crowds, ~1 minute here
     .venv/bin/python bench/engine_class_prior.py --seeds 0 1 2 3 4 --out bench/results/engine_class_prior.json
     .venv/bin/python bench/engine_class_prior.py --posteriors 0.995 0.997 0.999 --out bench/results/engine_posterior.json
+    .venv/bin/python bench/engine_class_prior.py --skip-priors --difficulty-posteriors 0.95 0.97 --out bench/results/engine_difficulty_online.json
 
 Mode (b) of ``bench/machine_loop.py`` (the platform's engine, policy ``min:3,posterior:0.99,max:40``, skills
 learned online from consensus, a batch refit every ``--refit-every`` answers), replayed in-process on the
@@ -13,7 +14,9 @@ seconds instead of ten minutes, to compare engine settings:
 - ``learned``: every refit re-estimates it (``learn_class_prior``, the platform's default now);
 - ``true share``: fixed at the real share of featured galaxies, which no real project knows;
 - with ``--posteriors``, also the learned prior at other consensus thresholds than 0.99: what each
-  costs in votes and gains in accuracy against (a) (``bench/results/engine_posterior.json``).
+  costs in votes and gains in accuracy against (a) (``bench/results/engine_posterior.json``);
+- with ``--difficulty-posteriors``, the engine with a difficulty per galaxy (estimator option
+  ``difficulty``, ``aggregation.difficulty``) at those thresholds (``bench/results/engine_difficulty_online.json``).
 
 The queue is the platform's for a workflow without active learning: each visit, a volunteer gets the
 10 unretired galaxies of lowest id it has not seen (``ORDER BY priority DESC, subject_id``); gold
@@ -84,6 +87,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--posteriors", type=float, nargs="*", default=[],
                         help="also run the learned prior with these consensus thresholds instead of 0.99")
+    parser.add_argument("--difficulty-posteriors", type=float, nargs="*", default=[],
+                        help="also run the learned prior with the difficulty model (estimator option difficulty) at these thresholds")
+    parser.add_argument("--skip-priors", action="store_true", help="leave out the uniform / learned / true-share comparison "
+                        "(the learned prior at 0.99, the platform's default, always runs: the baseline)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
@@ -95,8 +102,8 @@ def main() -> None:
         non_gold = [g for g in range(len(galaxies)) if g not in gold]
         share = float(labels[non_gold].mean())
         run = {"seed": seed, "featured_share": round(share, 4), "a_40_votes_majority": offline_majority(crowd, non_gold, 40, seed)}
-        for name, options in (("uniform", {}), ("learned", {"learn_class_prior": True}),
-                              ("true share", {"class_prior": [1 - share, share]})):
+        settings = (("uniform", {}), ("learned", {"learn_class_prior": True}), ("true share", {"class_prior": [1 - share, share]}))
+        for name, options in settings[1:2] if args.skip_priors else settings:
             t0 = time.monotonic()
             run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed) | {
                 "seconds": round(time.monotonic() - t0, 1)}
@@ -104,6 +111,11 @@ def main() -> None:
             t0 = time.monotonic()
             run[f"learned, posterior {posterior:g}"] = engine_alone(
                 crowd, gold, {"learn_class_prior": True}, args.refit_every, args.per_visit, seed, posterior) | {
+                "seconds": round(time.monotonic() - t0, 1)}
+        for posterior in args.difficulty_posteriors:
+            t0 = time.monotonic()
+            run[f"difficulty, posterior {posterior:g}"] = engine_alone(
+                crowd, gold, {"learn_class_prior": True, "difficulty": True}, args.refit_every, args.per_visit, seed, posterior) | {
                 "seconds": round(time.monotonic() - t0, 1)}
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
