@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit, logit, logsumexp
 
-from .tables import _Index, _json_id, answer_columns
+from .tables import IndexedAnswers, _Index, _json_id, answer_columns
 
 DEFAULT_GRID = tuple(np.round(np.linspace(0.5, 0.99, 25), 6).tolist())
 
@@ -178,7 +178,7 @@ def initial_parameters(n_workers: int, k: int, grid: np.ndarray, log_prior: np.n
                                 np.full(k, -np.log(k)) if log_prior is None else np.asarray(log_prior, dtype=float).copy())
 
 
-class DifficultyEstimator:
+class DifficultyEstimator(IndexedAnswers):
     """Offline consensus with a learned difficulty per subject and skill offsets per volunteer.
 
     Parameters
@@ -251,14 +251,6 @@ class DifficultyEstimator:
         return dict(zip(self.subjects, self.predict().tolist(), strict=True))
 
     # ------------------------------------------------------------------ results
-    @property
-    def subjects(self) -> list[Hashable]:
-        return list(self._subjects.ids)
-
-    @property
-    def workers(self) -> list[Hashable]:
-        return list(self._workers.ids)
-
     @property
     def class_prior_(self) -> np.ndarray:
         return np.exp(self._log_prior)

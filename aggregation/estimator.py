@@ -48,7 +48,7 @@ from .difficulty import (
     logsumexp_last,
 )
 from .retirement import RetirementPolicy, SubjectSummary, policy_from_dict
-from .tables import _Index, _json_id, answer_columns
+from .tables import IndexedAnswers, _Index, _json_id, answer_columns
 
 LEARNING_MODES = ("gold", "consensus", "retired")
 
@@ -72,7 +72,7 @@ class Decision:
         return float(expected_risk(self.posterior))
 
 
-class ConsensusEstimator:
+class ConsensusEstimator(IndexedAnswers):
     """Online Dawid–Skene: per-subject log posteriors, per-agent Dirichlet confusion matrices.
 
     Parameters
@@ -648,14 +648,6 @@ class ConsensusEstimator:
         return [self._subjects.ids[i] for i in hit.tolist()]
 
     # ------------------------------------------------------------------ results
-    @property
-    def subjects(self) -> list[Hashable]:
-        return list(self._subjects.ids)
-
-    @property
-    def workers(self) -> list[Hashable]:
-        return list(self._workers.ids)
-
     @property
     def class_prior_(self) -> np.ndarray:
         """The class prior in force: the one ``fit``/``refit`` estimated when ``learn_class_prior``."""

@@ -105,3 +105,19 @@ class _Index:
         self.ids.extend(fresh)
         pos.update(zip(fresh, range(base, base + len(fresh)), strict=True))
         return np.fromiter((pos[v] for v in values), dtype=np.int64, count=len(values))
+
+
+class IndexedAnswers:
+    """What an estimator over an answers table exposes of its ids: subjects and workers in order of
+    first appearance (its ``_subjects`` and ``_workers`` indices)."""
+
+    _subjects: _Index
+    _workers: _Index
+
+    @property
+    def subjects(self) -> list[Hashable]:
+        return list(self._subjects.ids)
+
+    @property
+    def workers(self) -> list[Hashable]:
+        return list(self._workers.ids)
