@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit, logit, logsumexp
 
+from .core import normalise_log
 from .tables import IndexedAnswers, _Index, _json_id, answer_columns
 
 DEFAULT_GRID = tuple(np.round(np.linspace(0.5, 0.99, 25), 6).tolist())
@@ -79,18 +80,13 @@ def answer_log_likelihoods(grid: np.ndarray, offsets: np.ndarray, log_wrong: np.
     return out
 
 
-def logsumexp_last(x: np.ndarray) -> np.ndarray:
-    """log Σ exp over the last axis: scipy's ``logsumexp`` without its overhead, for small arrays
-    that an online update touches one answer at a time."""
-    top = x.max(axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return np.log(np.exp(x - top).sum(axis=-1)) + top[..., 0]
-
-
 def marginal_log_posterior(joint: np.ndarray) -> np.ndarray:
-    """log P(class | answers) from log P(answers, class, difficulty) (… × k × grid)."""
-    log_post = logsumexp(joint, axis=-1)
-    return log_post - logsumexp(log_post, axis=-1, keepdims=True)
+    """log P(class | answers) from log P(answers, class, difficulty) (… × k × grid). Without
+    scipy's ``logsumexp`` and its overhead: an online update calls this once per answer."""
+    top = joint.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):  # a class ruled out (gold) has log probability -inf
+        return normalise_log(np.log(np.exp(joint - top).sum(axis=-1)) + top[..., 0])
 
 
 @dataclass
@@ -210,12 +206,9 @@ class DifficultyEstimator(IndexedAnswers):
         self._reset()
 
     def _reset(self) -> None:
-        k, d = self.n_classes, self.grid.size
+        k = self.n_classes
         self._subjects, self._workers = _Index(), _Index()
-        self._offsets = np.zeros((0, k))
-        self._log_wrong = np.zeros((0, k, k))
-        self._log_mix = np.full((k, d), -np.log(d))
-        self._log_prior = np.full(k, -np.log(k))
+        self._params = initial_parameters(0, k, self.grid)
         self._log_post = np.zeros((0, k))
         self.n_iter_ = 0
 
@@ -238,10 +231,9 @@ class DifficultyEstimator(IndexedAnswers):
         clamp = np.full(n_s, -1, dtype=np.int64)
         for row, truth in gold_rows.items():
             clamp[row] = truth
-        params, joint, self.n_iter_ = difficulty_em(
+        self._params, joint, self.n_iter_ = difficulty_em(
             s, w, answers, n_s, self.grid, clamp, initial_parameters(n_w, k, self.grid),
             offset_prior_sd=self.offset_prior_sd, mix_pseudo_count=self.mix_pseudo_count, max_iter=self.max_iter, tol=self.tol)
-        self._offsets, self._log_wrong, self._log_mix, self._log_prior = params.offsets, params.log_wrong, params.log_mix, params.log_prior
         self._log_post = marginal_log_posterior(joint)
         return self
 
@@ -253,17 +245,17 @@ class DifficultyEstimator(IndexedAnswers):
     # ------------------------------------------------------------------ results
     @property
     def class_prior_(self) -> np.ndarray:
-        return np.exp(self._log_prior)
+        return np.exp(self._params.log_prior)
 
     @property
     def difficulty_distribution_(self) -> np.ndarray:
         """P(difficulty level | true class), one row per class, columns along ``grid``."""
-        return np.exp(self._log_mix)
+        return np.exp(self._params.log_mix)
 
     def offsets(self, worker: Hashable) -> np.ndarray:
         """The volunteer's logit offset for each true answer (zeros for a stranger: the average volunteer)."""
         w = self._workers.pos.get(_json_id(worker))
-        return np.zeros(self.n_classes) if w is None else self._offsets[w].copy()
+        return np.zeros(self.n_classes) if w is None else self._params.offsets[w].copy()
 
     def predict_proba(self, subjects: Sequence[Hashable] | None = None) -> np.ndarray:
         """Posteriors, one row per subject (all fitted subjects in order of first appearance by
@@ -289,10 +281,11 @@ class DifficultyEstimator(IndexedAnswers):
         known = np.array([r is not None for r in rows], dtype=bool)
         index = np.array([r for r in rows if r is not None], dtype=np.int64)
         offsets = np.zeros((a.size, self.n_classes))
-        offsets[known] = self._offsets[index]
+        offsets[known] = self._params.offsets[index]
         log_wrong = initial_wrong_shares(a.size, self.n_classes)
-        log_wrong[known] = self._log_wrong[index]
-        joint = np.cumsum(answer_terms(self.grid, offsets, log_wrong, a), axis=0) + self._log_mix[None] + self._log_prior[None, :, None]
+        log_wrong[known] = self._params.log_wrong[index]
+        p = self._params
+        joint = np.cumsum(answer_terms(self.grid, offsets, log_wrong, a), axis=0) + p.log_mix[None] + p.log_prior[None, :, None]
         return np.exp(marginal_log_posterior(joint))
 
     # ------------------------------------------------------------------ state
@@ -302,8 +295,9 @@ class DifficultyEstimator(IndexedAnswers):
             "config": {"n_classes": self.n_classes, "grid": self.grid.tolist(), "offset_prior_sd": self.offset_prior_sd,
                        "mix_pseudo_count": self.mix_pseudo_count, "max_iter": self.max_iter, "tol": self.tol},
             "subjects": list(self._subjects.ids), "workers": list(self._workers.ids),
-            "offsets": self._offsets.tolist(), "log_wrong": self._log_wrong.tolist(), "log_mix": self._log_mix.tolist(),
-            "log_prior": self._log_prior.tolist(), "log_post": self._log_post.tolist(), "n_iter": self.n_iter_,
+            "offsets": self._params.offsets.tolist(), "log_wrong": self._params.log_wrong.tolist(),
+            "log_mix": self._params.log_mix.tolist(), "log_prior": self._params.log_prior.tolist(),
+            "log_post": self._log_post.tolist(), "n_iter": self.n_iter_,
         }
 
     @classmethod
@@ -314,10 +308,9 @@ class DifficultyEstimator(IndexedAnswers):
             est._subjects.get(subject)
         for worker in data["workers"]:
             est._workers.get(worker)
-        est._offsets = np.asarray(data["offsets"], dtype=float).reshape(-1, k)
-        est._log_wrong = np.asarray(data["log_wrong"], dtype=float).reshape(-1, k, k)
-        est._log_mix = np.asarray(data["log_mix"], dtype=float)
-        est._log_prior = np.asarray(data["log_prior"], dtype=float)
+        est._params = DifficultyParameters(
+            np.asarray(data["offsets"], dtype=float).reshape(-1, k), np.asarray(data["log_wrong"], dtype=float).reshape(-1, k, k),
+            np.asarray(data["log_mix"], dtype=float), np.asarray(data["log_prior"], dtype=float))
         est._log_post = np.asarray(data["log_post"], dtype=float).reshape(-1, k)
         est.n_iter_ = int(data["n_iter"])
         return est

@@ -45,7 +45,7 @@ from .difficulty import (
     difficulty_em,
     initial_parameters,
     initial_wrong_shares,
-    logsumexp_last,
+    marginal_log_posterior,
 )
 from .retirement import RetirementPolicy, SubjectSummary, policy_from_dict
 from .tables import IndexedAnswers, _Index, _json_id, answer_columns
@@ -176,7 +176,8 @@ class ConsensusEstimator(IndexedAnswers):
         self._log_pending: tuple[list[int], ...] = ([], [], [], [], [])
         self._events: list[dict] = []
         # The difficulty model's state (``difficulty``): what it learnt, and per subject the log
-        # likelihood of its counted answers under each (class, difficulty) and its added priors.
+        # likelihood of its counted answers under each (class, difficulty) and its added priors. (Its
+        # parameters' log_prior is not read: the class prior in force is ``_log_class_prior``.)
         self._grid = np.asarray(DEFAULT_GRID)
         self._difficulty = initial_parameters(0, k, self._grid, self._log_class_prior)
         self._answer_ll = np.empty((0, k, self._grid.size))
@@ -305,8 +306,8 @@ class ConsensusEstimator(IndexedAnswers):
     def _difficulty_log_post(self, rows: Any) -> np.ndarray:
         """The difficulty model's log posterior of these subjects: their answers' likelihoods summed
         over difficulty, with the class prior and any added priors."""
-        joint = self._answer_ll[rows] + self._difficulty.log_mix
-        return normalise_log(logsumexp_last(joint) + self._log_class_prior + self._log_extra[rows])
+        prior = self._log_class_prior + self._log_extra[rows]  # subjects × k: class prior and added priors
+        return marginal_log_posterior(self._answer_ll[rows] + self._difficulty.log_mix + prior[..., None])
 
     def _log_conf(self, w: int) -> np.ndarray:
         return np.log(confusion_from_counts(self._counts[w], self.skill_prior, self.clip))
@@ -414,7 +415,7 @@ class ConsensusEstimator(IndexedAnswers):
         pend[3].append(counted)
         pend[4].append(-1 if gold is None else int(gold))
         self._n_answers[w] += 1
-        lc = self._log_conf(w) if counted else None
+        lc = self._log_conf(w) if counted and not self.difficulty else None
         if g >= 0 and "gold" in self.learn:
             self._counts[w, g, answer] += 1.0
             self._n_gold[w] += 1
@@ -568,11 +569,11 @@ class ConsensusEstimator(IndexedAnswers):
 
     def _refit(self, *, warm: bool, retire: bool = False,
                max_iter: int | None = None) -> list[Hashable]:
-        s, w, a, c, _ = self._log_arrays()
-        n_s, n_w = len(self._subjects), len(self._workers)
         if self.difficulty:
             self._refit_difficulty(warm=warm, max_iter=max_iter)
             return self._retire_after_refit(retire)
+        s, w, a, c, _ = self._log_arrays()
+        n_s, n_w = len(self._subjects), len(self._workers)
         result = dawid_skene_em(
             s, w, a, c, n_subjects=n_s, n_workers=n_w, n_classes=self.n_classes,
             skill_prior=self.skill_prior, class_prior=self.class_prior,

@@ -107,16 +107,12 @@ def main() -> None:
             t0 = time.monotonic()
             run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed) | {
                 "seconds": round(time.monotonic() - t0, 1)}
-        for posterior in args.posteriors:
-            t0 = time.monotonic()
-            run[f"learned, posterior {posterior:g}"] = engine_alone(
-                crowd, gold, {"learn_class_prior": True}, args.refit_every, args.per_visit, seed, posterior) | {
-                "seconds": round(time.monotonic() - t0, 1)}
-        for posterior in args.difficulty_posteriors:
-            t0 = time.monotonic()
-            run[f"difficulty, posterior {posterior:g}"] = engine_alone(
-                crowd, gold, {"learn_class_prior": True, "difficulty": True}, args.refit_every, args.per_visit, seed, posterior) | {
-                "seconds": round(time.monotonic() - t0, 1)}
+        for label, options, posteriors in (("learned", {"learn_class_prior": True}, args.posteriors),
+                                           ("difficulty", {"learn_class_prior": True, "difficulty": True}, args.difficulty_posteriors)):
+            for posterior in posteriors:
+                t0 = time.monotonic()
+                run[f"{label}, posterior {posterior:g}"] = engine_alone(
+                    crowd, gold, options, args.refit_every, args.per_visit, seed, posterior) | {"seconds": round(time.monotonic() - t0, 1)}
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
     if args.out:
