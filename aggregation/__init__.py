@@ -6,6 +6,7 @@ A pure library (numpy/scipy, no Django). The platform calls it; it never calls t
 from .core import (
     confusion_from_counts,
     dirichlet_prior,
+    expected_gain,
     expected_risk,
     information_bits,
     log_confusion,
@@ -17,6 +18,7 @@ from .difficulty import DifficultyEstimator
 from .estimator import ConsensusEstimator, Decision, replay_log
 from .retirement import (
     FirstKAgree,
+    GainBelow,
     MaxClassifications,
     MinClassifications,
     PosteriorAbove,
@@ -34,6 +36,7 @@ __all__ = [
     "Decision",
     "DifficultyEstimator",
     "FirstKAgree",
+    "GainBelow",
     "MaxClassifications",
     "MinClassifications",
     "PosteriorAbove",
@@ -43,6 +46,7 @@ __all__ = [
     "WorkflowAggregator",
     "confusion_from_counts",
     "dirichlet_prior",
+    "expected_gain",
     "expected_risk",
     "gzx_policy",
     "information_bits",
