@@ -6,7 +6,6 @@ A pure library (numpy/scipy, no Django). The platform calls it; it never calls t
 from .core import (
     confusion_from_counts,
     dirichlet_prior,
-    expected_gain,
     expected_risk,
     information_bits,
     log_confusion,
@@ -18,7 +17,6 @@ from .difficulty import DifficultyEstimator
 from .estimator import ConsensusEstimator, Decision, replay_log
 from .retirement import (
     FirstKAgree,
-    GainBelow,
     MaxClassifications,
     MinClassifications,
     PosteriorAbove,
@@ -36,7 +34,6 @@ __all__ = [
     "Decision",
     "DifficultyEstimator",
     "FirstKAgree",
-    "GainBelow",
     "MaxClassifications",
     "MinClassifications",
     "PosteriorAbove",
@@ -46,7 +43,6 @@ __all__ = [
     "WorkflowAggregator",
     "confusion_from_counts",
     "dirichlet_prior",
-    "expected_gain",
     "expected_risk",
     "gzx_policy",
     "information_bits",

@@ -8,11 +8,7 @@ Arrays broadcast: a function written for one K×K confusion matrix also takes a 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from itertools import combinations_with_replacement
-
 import numpy as np
-from scipy.special import gammaln
 
 DEFAULT_CLIP = (0.01, 0.99)
 
@@ -118,37 +114,6 @@ def expected_risk(posterior: np.ndarray) -> np.ndarray:
     The 0/1-loss risk of Branson et al. 2017 ("Lean Crowdsourcing").
     """
     return 1.0 - np.max(posterior, axis=-1)
-
-
-@lru_cache(maxsize=64)
-def _answer_outcomes(n_classes: int, votes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every way ``votes`` answers can split over the classes (outcomes × k counts) and the log
-    multinomial coefficient of each."""
-    counts = np.array([np.bincount(np.array(c, dtype=np.int64), minlength=n_classes)
-                       for c in combinations_with_replacement(range(n_classes), votes)], dtype=float)
-    return counts, gammaln(votes + 1.0) - gammaln(counts + 1.0).sum(axis=1)
-
-
-def expected_gain(joint: np.ndarray, answer_probs: np.ndarray, votes: int) -> float:
-    """How much the probability that the subject's most likely answer is right is expected to grow
-    with ``votes`` more answers: E[max posterior after them] − max posterior now (≥ 0), the value
-    of that information under 0/1 loss (DeGroot 1970, ch. 12; a sequential test stops once it is
-    worth less than what the answers cost).
-
-    ``joint``: P(class, hidden state | answers so far), k × h (h = 1 for Dawid–Skene; the
-    difficulty grid for the difficulty model); ``answer_probs``: P(answer | class, hidden state)
-    of the volunteer expected next, k × h × k. Exact: sums over every split of the ``votes``
-    answers (``votes`` + 1 outcomes for a yes/no question).
-    """
-    joint = np.asarray(joint, dtype=float)
-    k = joint.shape[0]
-    if votes <= 0:
-        return 0.0
-    counts, log_coef = _answer_outcomes(k, int(votes))
-    log_answer = np.log(np.maximum(answer_probs, 1e-300))  # k × h × k; an impossible answer stays so
-    log_lik = log_coef[:, None, None] + np.einsum("oa,cha->och", counts, log_answer)  # outcomes × k × h
-    after = (joint[None] * np.exp(log_lik)).sum(axis=2)  # outcomes × k: P(outcome, class)
-    return float(max(after.max(axis=1).sum() - joint.sum(axis=1).max(), 0.0))
 
 
 def information_bits(confusion: np.ndarray, class_prior: np.ndarray) -> np.ndarray:

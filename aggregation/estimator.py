@@ -16,7 +16,6 @@ import json
 import zlib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,6 @@ from .core import (
     DEFAULT_CLIP,
     confusion_from_counts,
     dirichlet_prior,
-    expected_gain,
     expected_risk,
     information_bits,
     normalise_log,
@@ -376,35 +374,7 @@ class ConsensusEstimator(IndexedAnswers):
         return SubjectSummary(n_counted=int(self._n_counted[s]), posterior=post,
                               expected_risk=float(expected_risk(post)),
                               answers=tuple(self._subject_lists()[s][0]),
-                              is_gold=bool(self._gold[s] >= 0),
-                              gain=partial(self._expected_gain, s))
-
-    def expected_gain(self, subject: Hashable, votes: int) -> float:
-        """How much ``votes`` more answers from a typical volunteer are expected to raise the
-        probability that the subject's most likely answer is right (``core.expected_gain``)."""
-        return self._expected_gain(self._subjects.pos[_json_id(subject)], int(votes))
-
-    def _expected_gain(self, s: int, votes: int) -> float:
-        n_w = len(self._workers)
-        answered = self._n_answers[:n_w] > 0
-        if self.difficulty:
-            # The typical volunteer: offset 0 (right with probability q, the difficulty's
-            # definition), wrong answers split as the volunteers' shares on average.
-            joint = self._answer_ll[s] + self._difficulty.log_mix + (self._log_class_prior + self._log_extra[s])[:, None]
-            joint = np.exp(joint - joint.max())
-            shares = np.exp(self._difficulty.log_wrong[:n_w][answered]).mean(axis=0) if answered.any() \
-                else np.exp(initial_wrong_shares(1, self.n_classes)[0])
-            q = self._grid[None, :, None]
-            eye = np.eye(self.n_classes)[:, None, :]
-            answer_probs = eye * q + (1.0 - eye) * (1.0 - q) * shares[:, None, :]
-        else:
-            # The typical volunteer: the mean of the volunteers' confusion matrices.
-            joint = np.exp(self._log_post[s])[:, None]
-            counts = self._counts[:n_w][answered]
-            confusion = confusion_from_counts(counts, self.skill_prior, self.clip).mean(axis=0) if counts.shape[0] \
-                else confusion_from_counts(np.zeros((self.n_classes,) * 2), self.skill_prior, self.clip)
-            answer_probs = confusion[:, None, :]
-        return expected_gain(joint / joint.sum(), answer_probs, votes)
+                              is_gold=bool(self._gold[s] >= 0))
 
     def add_answer(
         self,

@@ -7,7 +7,7 @@ platform stores one kind of reason whatever produced it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,9 +24,6 @@ class SubjectSummary:
     ``expected_risk`` is the expected number of errors if the subject retired now
     (misclassification probability for a question, expected false + missed + badly
     placed objects for boxes). ``answers`` are the counted answers in arrival order.
-    ``gain(m)``, where the engine can tell, is how much the probability that the most likely
-    answer is right would be expected to grow with m more answers (``core.expected_gain``);
-    computed only when a rule asks.
     """
 
     n_counted: int
@@ -34,7 +31,6 @@ class SubjectSummary:
     expected_risk: float | None = None
     answers: Sequence[int] = field(default_factory=tuple)
     is_gold: bool = False
-    gain: Callable[[int], float] | None = None
 
 
 class RetirementRule(Protocol):
@@ -158,44 +154,12 @@ class FirstKAgree:
         return {"type": "first_k_agree", "k": self.k, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class GainBelow:
-    """Fires when ``votes`` more answers are expected to remove less than ``share`` of the risk that
-    the subject's label is wrong (gain / (1 − max posterior), ``SubjectSummary.gain``): the subject
-    is as settled as volunteers can make it.
-
-    Why: a galaxy that splits the crowd never reaches a posterior threshold and used to take every
-    vote up to the limit (in the GZ1 machine-loop runs, 1–2% of galaxies took 15% of all human
-    votes, and were still 76% right by majority). Asking a question whose answers will not change
-    the label is the most expensive way to spend volunteers; their votes buy more accuracy on
-    galaxies still short of the threshold. The gain is relative to the risk so that a subject just
-    short of the threshold (little left to gain, but most of it to be had) keeps its votes. The
-    engine computes the gain with its own model: the difficulty option knows a hard galaxy from an
-    undecided one; Dawid–Skene does not, so without it this rule barely fires. Place it after the
-    posterior rule: ``min:3,posterior:0.97,gain[10]:0.2,max:40``.
-    """
-
-    votes: int
-    share: float
-    reason: str = "low_gain"
-
-    def fires(self, summary: SubjectSummary) -> bool:
-        if summary.gain is None or summary.posterior is None:
-            return False
-        risk = 1.0 - float(np.max(summary.posterior))
-        return bool(summary.gain(self.votes) < self.share * risk)
-
-    def to_dict(self) -> dict:
-        return {"type": "gain_below", "votes": self.votes, "share": self.share, "reason": self.reason}
-
-
 _RULE_TYPES: dict[str, type] = {
     "posterior_above": PosteriorAbove,
     "risk_below": RiskBelow,
     "min_classifications": MinClassifications,
     "max_classifications": MaxClassifications,
     "first_k_agree": FirstKAgree,
-    "gain_below": GainBelow,
 }
 
 
@@ -254,8 +218,6 @@ retires the subject and its reason is recorded:
   posterior[A]:P     answer A's posterior > P              (reason "consensus")
   risk:R             expected misclassification risk < R  (reason "low_risk")
   agree:K            the first K counted answers agree     (reason "agreement")
-  gain[M]:S          M more answers would remove less than a share S of the risk
-                     that the label is wrong               (reason "low_gain")
   max:N | limit:N    N counted classifications reached    (reason "limit")
   min:N              guard: rules after it wait for N counted classifications
   none               never retire
@@ -284,13 +246,8 @@ def parse_policy(text: str) -> RetirementPolicy:
             if name.startswith("posterior[") and name.endswith("]"):
                 answer = int(name[len("posterior["):-1])
                 name = "posterior"
-            if name.startswith("gain[") and name.endswith("]"):
-                votes = int(name[len("gain["):-1])
-                if votes < 1:
-                    raise ValueError("gain[M] needs M ≥ 1 more answers")
-                rule: RetirementRule = GainBelow(votes, float(value), **extra)
-            elif name == "posterior":
-                rule = PosteriorAbove(float(value), answer=answer, **extra)
+            if name == "posterior":
+                rule: RetirementRule = PosteriorAbove(float(value), answer=answer, **extra)
             elif name == "risk":
                 rule = RiskBelow(float(value), **extra)
             elif name == "agree":
@@ -311,7 +268,7 @@ def format_policy(policy: RetirementPolicy) -> str:
     """The policy string that ``parse_policy`` reads back to the same policy."""
     parts = []
     defaults = {PosteriorAbove: "consensus", RiskBelow: "low_risk", FirstKAgree: "agreement",
-                MaxClassifications: "limit", GainBelow: "low_gain"}
+                MaxClassifications: "limit"}
     for rule in policy.rules:
         if isinstance(rule, PosteriorAbove):
             name = "posterior" if rule.answer is None else f"posterior[{rule.answer}]"
@@ -320,8 +277,6 @@ def format_policy(policy: RetirementPolicy) -> str:
             token = f"risk:{rule.threshold!r}"
         elif isinstance(rule, FirstKAgree):
             token = f"agree:{rule.k}"
-        elif isinstance(rule, GainBelow):
-            token = f"gain[{rule.votes}]:{rule.share!r}"
         elif isinstance(rule, MaxClassifications):
             token = f"max:{rule.n}"
         elif isinstance(rule, MinClassifications):

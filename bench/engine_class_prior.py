@@ -44,10 +44,10 @@ from aggregation.retirement import parse_policy  # noqa: E402
 
 
 def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, per_visit: int, seed: int,
-                 posterior: float = ENGINE_POSTERIOR, gain: str | None = None) -> dict:
+                 posterior: float = ENGINE_POSTERIOR) -> dict:
     """Volunteers visit until every non-gold galaxy is retired; returns votes and accuracy."""
     n_galaxies, n_volunteers = len(crowd.labels), len(crowd.offsets)
-    estimator = ConsensusEstimator(2, policy=parse_policy(engine_policy(posterior, gain)), **options)
+    estimator = ConsensusEstimator(2, policy=parse_policy(engine_policy(posterior)), **options)
     queue = [g for g in range(n_galaxies) if g not in gold] + sorted(gold)
     seen: list[set[int]] = [set() for _ in range(n_volunteers)]
     answers_of = np.zeros(n_galaxies, dtype=int)
@@ -73,7 +73,7 @@ def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, 
                 labels[int(g)] = int(np.argmax(estimator.predict_proba([g])[0]))
         queue = [g for g in queue if g not in labels and answers_of[g] < 40]
     right = sum(labels[g] == crowd.labels[g] for g in labels)
-    by_reason = {}
+    by_reason = {}  # how each retirement rule did: galaxies, their accuracy and votes
     for reason in sorted(set(estimator.retired().values())):
         mine = [g for g in labels if estimator.retirement_reason(g) == reason]
         by_reason[reason] = {"galaxies": len(mine), "accuracy": round(sum(labels[g] == crowd.labels[g] for g in mine) / len(mine), 4),
@@ -94,8 +94,6 @@ def main() -> None:
                         help="also run the learned prior with these consensus thresholds instead of 0.99")
     parser.add_argument("--difficulty-posteriors", type=float, nargs="*", default=[],
                         help="also run the learned prior with the difficulty model (estimator option difficulty) at these thresholds")
-    parser.add_argument("--gains", nargs="*", default=[], metavar="M:S",
-                        help="with --difficulty-posteriors, also each of these with the rule gain[M]:S (see machine_loop --engine-gain)")
     parser.add_argument("--skip-priors", action="store_true", help="leave out the uniform / learned / true-share comparison "
                         "(the learned prior at 0.99, the platform's default, always runs: the baseline)")
     parser.add_argument("--out", type=Path)
@@ -117,11 +115,9 @@ def main() -> None:
         for label, options, posteriors in (("learned", {"learn_class_prior": True}, args.posteriors),
                                            ("difficulty", {"learn_class_prior": True, "difficulty": True}, args.difficulty_posteriors)):
             for posterior in posteriors:
-                for gain in [None, *(args.gains if label == "difficulty" else [])]:
-                    t0 = time.monotonic()
-                    name = f"{label}, posterior {posterior:g}" + ("" if gain is None else f", gain[{gain.replace(':', ']:')}")
-                    run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed, posterior, gain) | {
-                        "seconds": round(time.monotonic() - t0, 1)}
+                t0 = time.monotonic()
+                run[f"{label}, posterior {posterior:g}"] = engine_alone(
+                    crowd, gold, options, args.refit_every, args.per_visit, seed, posterior) | {"seconds": round(time.monotonic() - t0, 1)}
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
     if args.out:

@@ -72,7 +72,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
 
-from aggregation.retirement import GainBelow, PosteriorAbove, RetirementPolicy, parse_policy  # noqa: E402
+from aggregation.retirement import PosteriorAbove, RetirementPolicy, parse_policy  # noqa: E402
 from live.engine import DEFAULT_MACHINE_AGENTS, DEFAULT_POLICY, MACHINE_AGENTS  # noqa: E402  (no Django in it)
 
 BINARY_TASKS = {
@@ -88,17 +88,10 @@ BINARY_TASKS = {
 ENGINE_POSTERIOR = next(rule.threshold for rule in parse_policy(DEFAULT_POLICY).rules if isinstance(rule, PosteriorAbove))
 
 
-def engine_policy(posterior: float, gain: str | None = None) -> str:
-    """(b)'s and (c)'s retirement policy: the platform's default with this posterior threshold and,
-    with ``gain`` ("M:S"), the rule ``gain[M]:S`` after it (stop asking once M more votes would be
-    expected to remove less than a share S of the risk that the label is wrong)."""
-    rules = []
-    for rule in parse_policy(DEFAULT_POLICY).rules:
-        rules.append(replace(rule, threshold=posterior) if isinstance(rule, PosteriorAbove) else rule)
-        if gain is not None and isinstance(rule, PosteriorAbove):
-            votes, threshold = gain.split(":")
-            rules.append(GainBelow(int(votes), float(threshold)))
-    return str(RetirementPolicy(rules))
+def engine_policy(posterior: float) -> str:
+    """(b)'s and (c)'s retirement policy: the platform's default with this posterior threshold."""
+    rules = parse_policy(DEFAULT_POLICY).rules
+    return str(RetirementPolicy([replace(r, threshold=posterior) if isinstance(r, PosteriorAbove) else r for r in rules]))
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -443,9 +436,6 @@ def main() -> None:
                         help="(b) and (c) retire a subject by consensus at this posterior (after 3 votes, at most 40)")
     parser.add_argument("--engine-difficulty", action="store_true",
                         help="(b) and (c): the engine models a difficulty per galaxy (estimator option difficulty, aggregation.difficulty)")
-    parser.add_argument("--engine-gain", metavar="M:S",
-                        help="(b) and (c): also retire once M more votes would remove less than a share S of the risk that the "
-                             "label is wrong (retirement rule gain[M]:S, reason low_gain)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -504,8 +494,8 @@ def main() -> None:
     }
     modes = {
         "a": ("(a) 40 votes, majority", "max:40", {}, True, (20, 400, 400)),
-        "b": ("(b) engine alone", engine_policy(args.engine_posterior, args.engine_gain), {}, False, (args.per_visit, args.per_visit, 0)),
-        "c": ("(c) engine + CNN + active learning", engine_policy(args.engine_posterior, args.engine_gain), machine_settings, False, (args.per_visit, args.per_visit, 0)),
+        "b": ("(b) engine alone", engine_policy(args.engine_posterior), {}, False, (args.per_visit, args.per_visit, 0)),
+        "c": ("(c) engine + CNN + active learning", engine_policy(args.engine_posterior), machine_settings, False, (args.per_visit, args.per_visit, 0)),
     }
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe()}
     if "a" in args.modes:

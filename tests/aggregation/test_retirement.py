@@ -1,18 +1,15 @@
-"""Retirement rules: order, guards, gold subjects, JSON and the policy string; the expected gain."""
+"""Retirement rules: order, guards, gold subjects, JSON and the policy string."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
 import pytest
 
-from aggregation.core import expected_gain
 from aggregation.estimator import ConsensusEstimator
 from aggregation.retirement import (
     FirstKAgree,
-    GainBelow,
     MaxClassifications,
     MinClassifications,
     PosteriorAbove,
@@ -79,11 +76,10 @@ def test_gold_never_retires_through_a_policy() -> None:
 
 def test_policy_json_round_trip_and_string() -> None:
     policy = parse_policy("min:3, posterior[1]:0.99=detected, posterior[0]:0.996=rejected,"
-                          "risk:0.01, agree:4, gain[10]:0.05, max:30")
+                          "risk:0.01, agree:4, max:30")
     assert [type(r) for r in policy.rules] == [MinClassifications, PosteriorAbove,
                                                PosteriorAbove, RiskBelow, FirstKAgree,
-                                               GainBelow, MaxClassifications]
-    assert policy.rules[5] == GainBelow(10, 0.05)
+                                               MaxClassifications]
     assert policy.rules[1] == PosteriorAbove(0.99, answer=1, reason="detected")
     data = json.loads(json.dumps(policy.to_dict()))
     assert policy_from_dict(data) == policy
@@ -93,7 +89,7 @@ def test_policy_json_round_trip_and_string() -> None:
 
 
 @pytest.mark.parametrize("bad", ["posterior", "risk:abc", "banana:3", "agree:1.5",
-                                 "posterior[x]:0.9", "gain[0]:0.1", "gain[x]:0.1", "gain[5]:y"])
+                                 "posterior[x]:0.9"])
 def test_bad_policy_strings_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError, match="bad policy rule"):
         parse_policy(bad)
@@ -102,46 +98,3 @@ def test_bad_policy_strings_are_rejected(bad: str) -> None:
 def test_unknown_rule_type_in_json() -> None:
     with pytest.raises(ValueError, match="unknown retirement rule type"):
         policy_from_dict({"rules": [{"type": "nope"}]})
-
-
-def _brute_force_gain(joint: np.ndarray, answer_probs: np.ndarray, votes: int) -> float:
-    """E[max posterior after ``votes`` answers] − max posterior now, over every answer sequence."""
-    k = joint.shape[0]
-    expected = 0.0
-    for sequence in itertools.product(range(k), repeat=votes):
-        p = joint * np.prod([answer_probs[:, :, a] for a in sequence], axis=0)  # P(sequence, class, hidden)
-        expected += p.sum(axis=1).max()
-    return expected - joint.sum(axis=1).max()
-
-
-def test_expected_gain_is_the_value_of_the_next_answers() -> None:
-    # An undecided yes/no subject, a volunteer right 80% of the time: one answer makes the label
-    # 80% right (gain 0.3); a second cannot change a 1–1 split's label, so it adds nothing.
-    undecided = np.array([[0.5], [0.5]])
-    volunteer = np.array([[[0.8, 0.2]], [[0.2, 0.8]]])
-    assert expected_gain(undecided, volunteer, 1) == pytest.approx(0.3)
-    assert expected_gain(undecided, volunteer, 2) == pytest.approx(0.3)
-    assert expected_gain(undecided, volunteer, 3) == pytest.approx(0.896 - 0.5)
-    # A settled subject, or an uninformative volunteer, gains nothing.
-    assert expected_gain(np.array([[1.0], [0.0]]), volunteer, 5) == pytest.approx(0.0)
-    assert expected_gain(np.array([[0.7], [0.3]]), np.full((2, 1, 2), 0.5), 5) == pytest.approx(0.0)
-    # Three classes and a hidden difficulty: the multinomial sum equals every sequence summed.
-    rng = np.random.default_rng(3)
-    joint = rng.random((3, 4))
-    joint /= joint.sum()
-    answer_probs = rng.random((3, 4, 3))
-    answer_probs /= answer_probs.sum(axis=2, keepdims=True)
-    gains = [expected_gain(joint, answer_probs, m) for m in range(1, 5)]
-    assert gains == pytest.approx([_brute_force_gain(joint, answer_probs, m) for m in range(1, 5)])
-    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(gains))  # more answers never hurt
-
-
-def test_gain_below_is_relative_to_the_risk_left() -> None:
-    rule = GainBelow(10, 0.2)
-    # 0.01 of 0.04 left is a quarter of the risk: keep asking; 0.01 of 0.3 is not worth it.
-    assert not rule.fires(SubjectSummary(5, posterior=np.array([0.96, 0.04]), gain=lambda m: 0.01))
-    assert rule.fires(SubjectSummary(5, posterior=np.array([0.7, 0.3]), gain=lambda m: 0.01))
-    # Engines that cannot tell (boxes) never give up.
-    assert not rule.fires(SubjectSummary(5, posterior=np.array([0.7, 0.3])))
-    assert not rule.fires(SubjectSummary(5, expected_risk=0.3, gain=lambda m: 0.0))
-
