@@ -14,6 +14,7 @@
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
 | ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
 | ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects its line of versions would have retired so far, by the rule it retires by (``machine_threshold``, ``retirement_versions``) replayed on gold (``machine.services.replay_on_gold``), at least ``min_gold_subjects`` of them |
+| ``retire_stop_confidence`` | ``0.9`` | once a version is trained, its successors stay trained (the machine keeps retiring) until the line's record on the gold subjects it would have retired shows with this probability (Beta posterior, uniform prior) that it is below ``min_retire_accuracy``: a record of a few hundred gold subjects moves by a point with one or two of them, and the point estimate against the bar stopped a machine for good on such noise |
 | ``calibration_folds`` | ``2`` | gold subjects (split by a stable hash of their id) are cut into this many folds: each version's probabilities are calibrated (``ml.calibration``) on the experts' answers to all of them, and measured on each fold with a calibration fitted on the other folds (cross-fitting: every gold subject measures, none with a calibration it helped fit). ``0``: no calibration |
 | ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "stable_versions": 2,
     "stability_tolerance": 0.03,
     "min_retire_accuracy": 0.98,
+    "retire_stop_confidence": 0.9,
     "calibration_folds": 2,
     "promotion_tolerance": 2.0,
     "min_train": 20,
@@ -65,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
-              "min_retire_accuracy")
+              "min_retire_accuracy", "retire_stop_confidence")
 _POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
 _NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "min_steps", "calibration_folds", "seed")

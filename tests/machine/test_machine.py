@@ -259,6 +259,33 @@ def test_trained_needs_proven_accuracy_where_the_machine_would_retire() -> None:
     assert not services.trained_criterion(version(0.85, 1.0, 0.4, version(0.79, 1.0, 0.4)), cfg)[0]
 
 
+def test_a_trained_line_stops_retiring_only_when_its_gold_record_shows_it_is_below_the_bar() -> None:
+    cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
+                       "min_gold_subjects": 20, "stable_versions": 2, "retire_stop_confidence": 0.9})
+
+    def version(right: int, retired: int, parent=None, trained: bool = False) -> ModelVersion:
+        return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics={
+            "accuracy": 0.85, "n_gold_test": 325, "n_retired_gold": retired, "retired_gold_accuracy": right / retired,
+            "trained": trained})
+
+    untrained, trained = version(160, 161), version(160, 161, trained=True)
+    # 156 of 161 right (0.969) is below 0.97: not enough to start ...
+    started, why = services.trained_criterion(version(156, 161, parent=untrained), cfg)
+    assert not started and "< 0.97" in why
+    # ... but a line already trained keeps going: P(accuracy < 0.97) is 0.64, not 0.9.
+    going, why = services.trained_criterion(version(156, 161, parent=trained), cfg)
+    assert going and "was trained" in why
+    # It stops once the record says so: 152 of 160 (0.95): P(below) 0.945.
+    stopped, why = services.trained_criterion(version(152, 160, parent=trained), cfg)
+    assert not stopped and "with probability 0.9" in why
+    # The stricter the confidence, the longer a trained line is trusted.
+    assert services.trained_criterion(version(152, 160, parent=trained), cfg | {"retire_stop_confidence": 0.99})[0]
+    # The other conditions still hold for a trained line's successors.
+    weak = ModelVersion(version=2, parent=trained, metrics={"accuracy": 0.7, "n_gold_test": 325, "n_retired_gold": 161,
+                                                            "retired_gold_accuracy": 1.0})
+    assert not services.trained_criterion(weak, cfg)[0]
+
+
 def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_line(machine_workflow) -> None:
     workflow = machine_workflow()
     cfg = settings_of({"enabled": True, "machine_threshold": 0.9})  # retirement_versions 2
