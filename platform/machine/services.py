@@ -93,11 +93,11 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta as beta_distribution
 from django.core.cache import cache
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
+from scipy.stats import beta as beta_distribution
 
 from classifications.models import Classification, Volunteer
 from classifications.signals import classifications_stored
