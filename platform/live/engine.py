@@ -37,10 +37,10 @@ DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": True}
 # ``{"difficulty": true}``: the engine models a difficulty per subject (``aggregation.difficulty``), so
 # that agreeing answers on a hard subject are not taken for more evidence than they are; its posterior
 # is calibrated (GZ1 simulated crowds, offline: 0.97 → 96.7–98.1% right, where Dawid–Skene's 0.99 was
-# 94.8–96.5%), so a policy's threshold reads as the accuracy asked for. Not the default: in two full
-# GZ1 runs of the machine loop at 0.97 it met the 10×-at-(a)'s-accuracy goal on neither crowd (seed 2:
-# 10.2× but 0.11 points below; seed 0: 0.95 points above but 9.1×; bench/results/machine_loop_6493.md
-# runs 24–25), and it needs a first refit before its skills mean anything.
+# 94.8–96.5%), so a policy's threshold reads as the accuracy asked for. Not the default: in full GZ1
+# runs of the machine loop at 0.97 it met the 10×-at-(a)'s-accuracy goal on none of three crowds (seed
+# 2: 10.2× but 0.11 points below; seeds 0 and 1: 0.95 and 0.21 points above but 9.1× and 9.3×;
+# bench/results/machine_loop_6493.md runs 24–27), and it needs a first refit before its skills mean anything.
 # How a machine agent's predictions enter the engine (``Workflow.retirement["machine_agents"]``).
 # "one" (the default): the machine is a single agent, its answer the most probable class, weighed by
 # one confusion matrix for all its answers. "by_confidence": one engine agent per level of its

@@ -396,25 +396,21 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
                        f"{cfg['machine_threshold']}), {cfg['min_gold_subjects']} needed")
     if accuracy is None:
         return False, f"no accuracy on the {n_retired} gold subjects its line would have retired"
-    bar = cfg["min_retire_accuracy"]
-    # Hysteresis. To start retiring, the line's record on gold must reach the bar. Once started (the
-    # parent was trained) it stops only when that record shows, with ``retire_stop_confidence``, that
-    # it is below the bar (Beta posterior from a uniform prior): a few gold subjects carry the
-    # record, and one more wrong one among 160 moves it by 0.6 points. Judged by the point estimate
-    # alone, a GZ1 run's machine (98.1% right on what it had retired) stopped for good at version 14
-    # when its record went from 0.975 to 0.969 (156 of 161): every later version inherits the line's
-    # record, so none could be trained again, and humans took every galaxy left.
+    # Hysteresis (see the module docstring): a line starts retiring when its record reaches the bar
+    # and, once started (its parent trained), stops only when the record shows it is below the bar.
+    bar, confidence = cfg["min_retire_accuracy"], cfg["retire_stop_confidence"]
     right = round(accuracy * n_retired)
-    below = float(beta_distribution.cdf(bar, right + 1, n_retired - right + 1))
     record = f"{right} of the {n_retired} gold subjects its line would have retired right ({accuracy:.3f})"
     if version.parent is not None and version.parent.is_trained:
-        if below > cfg["retire_stop_confidence"]:
-            return False, f"{record}: below {bar} with probability {below:.2f} > {cfg['retire_stop_confidence']}"
-        return True, (f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; {record}: below {bar} with "
-                      f"probability {below:.2f} <= {cfg['retire_stop_confidence']} (the line was trained)")
-    if accuracy < bar:
-        return False, f"{record} < {bar}"
-    return True, f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; {record} >= {bar}"
+        below = float(beta_distribution.cdf(bar, right + 1, n_retired - right + 1))  # Beta posterior, uniform prior
+        trained = below <= confidence
+        test = f"below {bar} with probability {below:.2f} {'<=' if trained else '>'} {confidence} (the line was trained)"
+    else:
+        trained = accuracy >= bar
+        test = f"{'>=' if trained else '<'} {bar}"
+    if not trained:
+        return False, f"{record}: {test}"
+    return True, f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; {record}: {test}"
 
 
 COMPARISON_LOSSES = "comparison_losses"
