@@ -34,7 +34,10 @@ giving the same answer to the same galaxy):
   (../shared/data/zooniverse/gz_decals_smooth_featured_votes.csv, 4,000 subjects, 37–215 votes
   each) whose vote majority is the galaxy's class, and takes its share of votes for that class,
   q = (majority votes + 0.5) / (smooth + featured votes + 1): a galaxy whose real counterpart split
-  21 to 19 is as hard for the simulated crowd as it was for the real one.
+  21 to 19 is as hard for the simulated crowd as it was for the real one. The draw is random within
+  the class, so a galaxy's difficulty for the crowd is independent of its image, hence of how sure
+  the CNN is (the GZ1 data here has labels, not vote shares): a galaxy the CNN gets wrong is no
+  harder for the simulated crowd than any other, where real ambiguous images are hard for both.
 - Volunteer skill from real crowds: every worker of the duck and dog crowds
   (../shared/data/crowds, 148 workers with at least 20 answers) gives its accuracy against the
   ground truth, a = (right + 1) / (answers + 2); a simulated volunteer draws one, and its offset

@@ -348,7 +348,23 @@ def replay_on_gold(
     every version predicts them: replaying the line on them measures what the machine has retired
     in all, and that is what ``min_retire_accuracy`` bars."""
     n_earlier = cfg["retirement_versions"] - 1
+    history = [predictions for predictions, _ in line]
+    answers = replay_line(ids, line, cfg)
+    # This version: with fewer ancestors than the rule averages (the first ones, which retire
+    # nothing yet) it is measured with those it has; that is what can make it "trained".
+    earlier = history[max(0, len(history) - n_earlier):][::-1]
     threshold = cfg["machine_threshold"]
+    now = np.array([sure_enough(p, [e.get(str(i)) for e in earlier], threshold) for i, p in zip(ids, probs, strict=True)], dtype=bool)
+    first_now = now & (answers < 0)
+    answers[first_now] = np.asarray(probs).argmax(axis=1)[first_now]
+    return now, answers
+
+
+def replay_line(ids: Sequence[int], line: Sequence[tuple[Mapping[str, Sequence[float]], bool]], cfg: dict) -> np.ndarray:
+    """For every gold subject, the answer the first trained version of ``line`` (oldest first) whose
+    machine rule fired would have retired it with, or -1: ``replay_on_gold`` without the version
+    being measured."""
+    n_earlier = cfg["retirement_versions"] - 1
     history = [predictions for predictions, _ in line]
     answers = np.full(len(ids), -1, dtype=np.int64)
     for t, (predictions, trained) in enumerate(line):
@@ -357,15 +373,9 @@ def replay_on_gold(
             continue
         for j, subject_id in enumerate(ids):
             p = predictions.get(str(subject_id))
-            if answers[j] < 0 and p is not None and sure_enough(p, [e.get(str(subject_id)) for e in earlier], threshold):
+            if answers[j] < 0 and p is not None and sure_enough(p, [e.get(str(subject_id)) for e in earlier], cfg["machine_threshold"]):
                 answers[j] = int(np.argmax(p))
-    # This version: with fewer ancestors than the rule averages (the first ones, which retire
-    # nothing yet) it is measured with those it has; that is what can make it "trained".
-    earlier = history[max(0, len(history) - n_earlier):][::-1]
-    now = np.array([sure_enough(p, [e.get(str(i)) for e in earlier], threshold) for i, p in zip(ids, probs, strict=True)], dtype=bool)
-    first_now = now & (answers < 0)
-    answers[first_now] = np.asarray(probs).argmax(axis=1)[first_now]
-    return now, answers
+    return answers
 
 
 def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:

@@ -308,6 +308,7 @@ def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_lin
     replayed = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=line)
     assert replayed["n_retire_gold"] == 2 and replayed["retire_accuracy"] == 1.0
     assert replayed["n_retired_gold"] == 4 and replayed["retired_gold_accuracy"] == 0.75  # 11, 13 now; 14, 15 then
+    assert services.replay_line(gold[0], line, cfg).tolist() == [-1, -1, -1, 1, 1]  # the line alone: 14, 15
     # An untrained version retires nothing, in the replay as on the platform: 15 stays, 14 waits for the parent.
     untrained = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(grandparent, False), (older, False), (parent, True)])
     assert untrained["n_retired_gold"] == 3 and untrained["retired_gold_accuracy"] == 1.0
