@@ -347,12 +347,10 @@ def replay_on_gold(
     the gold it was sure of, retired 1,043 more, 91% right. The gold subjects are never retired, so
     every version predicts them: replaying the line on them measures what the machine has retired
     in all, and that is what ``min_retire_accuracy`` bars."""
-    n_earlier = cfg["retirement_versions"] - 1
-    history = [predictions for predictions, _ in line]
     answers = replay_line(ids, line, cfg)
     # This version: with fewer ancestors than the rule averages (the first ones, which retire
     # nothing yet) it is measured with those it has; that is what can make it "trained".
-    earlier = history[max(0, len(history) - n_earlier):][::-1]
+    earlier = [predictions for predictions, _ in line[max(0, len(line) - (cfg["retirement_versions"] - 1)):]][::-1]
     threshold = cfg["machine_threshold"]
     now = np.array([sure_enough(p, [e.get(str(i)) for e in earlier], threshold) for i, p in zip(ids, probs, strict=True)], dtype=bool)
     first_now = now & (answers < 0)
@@ -364,7 +362,7 @@ def replay_line(ids: Sequence[int], line: Sequence[tuple[Mapping[str, Sequence[f
     """For every gold subject, the answer the first trained version of ``line`` (oldest first) whose
     machine rule fired would have retired it with, or -1: ``replay_on_gold`` without the version
     being measured."""
-    n_earlier = cfg["retirement_versions"] - 1
+    n_earlier, threshold = cfg["retirement_versions"] - 1, cfg["machine_threshold"]
     history = [predictions for predictions, _ in line]
     answers = np.full(len(ids), -1, dtype=np.int64)
     for t, (predictions, trained) in enumerate(line):
@@ -373,7 +371,7 @@ def replay_line(ids: Sequence[int], line: Sequence[tuple[Mapping[str, Sequence[f
             continue
         for j, subject_id in enumerate(ids):
             p = predictions.get(str(subject_id))
-            if answers[j] < 0 and p is not None and sure_enough(p, [e.get(str(subject_id)) for e in earlier], cfg["machine_threshold"]):
+            if answers[j] < 0 and p is not None and sure_enough(p, [e.get(str(subject_id)) for e in earlier], threshold):
                 answers[j] = int(np.argmax(p))
     return answers
 
