@@ -266,8 +266,8 @@ def wait_applied(workflow_id: int, backlog: int = 0, timeout: float = 600) -> No
         time.sleep(0.05)
 
 
-def wait_machine(workflow, timeout: float = 900) -> float:
-    """Wait for a queued training run, its promotion, predictions and their application; seconds."""
+def wait_machine(workflow, timeout: float = 1800) -> float:
+    """Wait for a queued training (or pretraining) run, its promotion, predictions and their application; seconds."""
     from django.core.cache import cache
 
     from machine import services
@@ -403,6 +403,11 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
              "retired_gold_accuracy": v.metrics.get("retired_gold_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
             for v in versions
         ]
+    from machine.models import MachineAgent
+
+    pretraining = MachineAgent.objects.filter(workflow=workflow).values_list("pretraining", flat=True).first()
+    if pretraining:
+        out["pretraining"] = pretraining
     return out
 
 
@@ -419,6 +424,8 @@ def main() -> None:
     parser.add_argument("--retrain-every", type=int, default=60)
     parser.add_argument("--min-train", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--pretrain-epochs", type=int, default=20,
+                        help="self-supervised pretraining of the CNN's trunk on the galaxies' images before its first version (0: none; runs 1-30 had none)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--warm-epochs", type=int, default=6)
     parser.add_argument("--min-steps", type=int, default=200, help="at least this many optimiser steps per training run")
@@ -493,7 +500,7 @@ def main() -> None:
         "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
         "calibration_folds": args.calibration_folds, "promotion_tolerance": args.promotion_tolerance,
         "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
-        "image_size": args.image_size, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
+        "image_size": args.image_size, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
     }
     modes = {
         "a": ("(a) 40 votes, majority", "max:40", {}, True, (20, 400, 400)),

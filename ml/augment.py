@@ -62,3 +62,21 @@ def random_brightness(
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The training augmentation: random D4, small affine jitter, brightness."""
     return random_brightness(random_affine(random_dihedral(x, generator), generator), generator)
+
+
+def contrastive_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The stronger view-making augmentation of self-supervised pretraining (``ml.pretrain``):
+    random D4, any rotation, shifts of ±10% and scales of exp(±0.3), a gain per colour channel
+    (±25%) and overall (±30%), and Gaussian noise of up to 2% of full scale.
+
+    Why stronger than ``augment``: a contrastive task that the training augmentation's small
+    changes leave easy teaches the network to match pixels, not galaxies (SimCLR, Chen et al.
+    2020, found crops and colour changes essential); for survey images, changes of colour, size,
+    position and noise stand for redshift, distance and depth (Hayat et al. 2021)."""
+    n = x.shape[0]
+    x = random_affine(random_dihedral(x, generator), generator, max_shift=0.1, max_log_scale=0.3)
+    channel_gain = torch.exp((torch.rand(n, 3, 1, 1, generator=generator) * 2 - 1) * 0.25)
+    x = x * channel_gain.to(x.dtype)
+    x = random_brightness(x, generator, max_log_gain=0.3)
+    sigma = 0.02 * torch.rand(n, 1, 1, 1, generator=generator)
+    return (x + torch.randn(x.shape, generator=generator) * sigma.to(x.dtype)).clamp_(0.0, 1.0)

@@ -26,6 +26,7 @@ import torch
 from ml.calibration import apply_vector_scaling, fit_vector_scaling
 from ml.images import DEFAULT_CROP_FRACTION, load_images, preprocess, to_tensor
 from ml.model import GalaxyCNN, ModelConfig, dihedral
+from ml.pretrain import pretrain_contrastive
 from ml.train import GalaxyDataset, TargetsLike, train
 
 FORMAT = "chorus-galaxy-cnn/1"
@@ -142,6 +143,19 @@ class GalaxyClassifier:
                         val_dataset=val, **train_kwargs)
         self.history.append({k: v for k, v in metrics.items() if k != "epochs"}
                             | {"epochs": len(metrics["epochs"])})
+        return metrics
+
+    def pretrain(self, images: ImagesLike, epochs: int = 15, **pretrain_kwargs) -> dict:
+        """Self-supervised pretraining of the trunk on unlabelled images (``ml.pretrain``): the
+        weights are changed in place, the heads not. Fine-tune afterwards with ``partial_fit``
+        (``fit`` starts again from random weights). ``pretrain_kwargs`` go to
+        ``ml.pretrain.pretrain_contrastive`` (batch_size, lr, temperature, seed, on_step, log)."""
+        pretrain_kwargs.setdefault("seed", self.seed)
+        self.calibration = {}
+        metrics = pretrain_contrastive(self.model, self.load(images), epochs, **pretrain_kwargs)
+        self.history.append({"pretraining": True, "n_images": metrics["n_images"], "epochs": len(metrics["epochs"]),
+                             "train_seconds": metrics["train_seconds"],
+                             "loss": metrics["epochs"][-1]["loss"] if metrics["epochs"] else None})
         return metrics
 
     # -- inference ----------------------------------------------------------------------

@@ -12,8 +12,14 @@ from machine.models import MachineAgent, ModelVersion
 
 @admin.register(MachineAgent)
 class MachineAgentAdmin(admin.ModelAdmin):
-    list_display = ["workflow", "volunteer", "created_at"]
-    readonly_fields = ["workflow", "volunteer", "created_at"]
+    list_display = ["workflow", "volunteer", "pretrained", "created_at"]
+    readonly_fields = ["workflow", "volunteer", "pretraining", "created_at"]
+    exclude = ["pretrained_model"]  # weights: nothing to read or edit by hand
+
+    @admin.display(description="pretrained trunk")
+    def pretrained(self, agent: MachineAgent) -> str:
+        record = agent.pretraining or {}
+        return f"{record.get('state', 'no')} ({record.get('n_images', 0)} images, {record.get('image_size', '-')} px)" if record else "no"
 
 
 @admin.register(ModelVersion)

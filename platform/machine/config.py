@@ -20,6 +20,7 @@
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
+| ``pretrain_epochs`` | ``20`` | before its first version, the CNN's trunk is pretrained this many epochs on the workflow's unlabelled images (self-supervised, ``ml.pretrain``; gold subjects left out, at most ``max_train`` of them), once, and the first version is fine-tuned from it (``0``: start from random weights). A project has its images before its first vote; on GZ1 a pretrained trunk fine-tuned on 200–1,000 retired galaxies was 1.5–3 points more accurate than one learnt from scratch (``bench/cnn_pretraining.py``) |
 | ``epochs`` / ``warm_epochs`` | ``8`` / ``3`` | epochs from scratch (first version) / warm-started from the current one |
 | ``min_steps`` | ``200`` | ... but at least this many optimiser steps (batches) per training run: more epochs while the retired subjects are few (a hundred subjects give two steps an epoch; ``bench/cnn_training_steps.py``) |
 | ``image_size`` | ``64`` | pixels per side the CNN sees |
@@ -55,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "min_train": 20,
     "validation_share": 0.2,
     "max_train": 20000,
+    "pretrain_epochs": 20,
     "epochs": 8,
     "warm_epochs": 3,
     "min_steps": 200,
@@ -70,7 +72,7 @@ _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "st
               "min_retire_accuracy", "retire_stop_confidence")
 _POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
-_NON_NEGATIVE_INTS = ("epochs", "warm_epochs", "min_steps", "calibration_folds", "seed")
+_NON_NEGATIVE_INTS = ("pretrain_epochs", "epochs", "warm_epochs", "min_steps", "calibration_folds", "seed")
 _NON_NEGATIVE_NUMBERS = ("promotion_tolerance",)
 
 

@@ -21,6 +21,15 @@ class MachineAgent(models.Model):
     workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="machine_agent")
     volunteer = models.OneToOneField(Volunteer, on_delete=models.CASCADE, related_name="machine_agent")
     created_at = models.DateTimeField(auto_now_add=True)
+    pretrained_model = models.BinaryField(
+        null=True, blank=True,
+        help_text="ml.GalaxyClassifier.to_bytes() of a trunk pretrained on the workflow's unlabelled images "
+                  "(machine.services.pretrain_machine): its first model version starts from it.",
+    )
+    pretraining = models.JSONField(
+        default=dict, blank=True,
+        help_text="The pretraining run: {state: done|failed, image_size, n_images, epochs, loss, train_seconds, error}.",
+    )
 
     def __str__(self) -> str:
         return f"machine of workflow {self.workflow_id} (volunteer {self.volunteer_id})"

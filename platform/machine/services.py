@@ -46,6 +46,12 @@ Design (each choice, and why):
   calibration fitted on the others (``calibrate_on_gold``). Every gold subject measures, none with a
   calibration it helped fit; each version keeps its out-of-fold gold predictions
   (``ModelVersion.gold_predictions``) so that its successors' retirement rule can be measured.
+- Pretraining: before its first version the CNN's trunk learns, self-supervised, from the images
+  of the workflow's non-gold subjects (``pretrain_machine``, ``ml.pretrain``; once, on the "ml"
+  queue, holding the training key), and the first version is fine-tuned from it. A project has all
+  its images before its first vote, while its first versions learn from a few hundred retired
+  subjects: on GZ1 a pretrained trunk fine-tuned on 200-1,000 galaxies was 1.5-3 points more accurate
+  than one learnt from scratch (``bench/cnn_pretraining.py``).
 - Training data: subjects retired by humans (not by the machine: it would learn its own mistakes
   back), with the engine's posterior of the first question as soft labels, except a stable
   ``validation_share`` of them (by a hash of the subject id). Gold subjects are never trained on:
@@ -483,18 +489,23 @@ def heartbeat(version: ModelVersion) -> None:
     cache.touch(training_key(version.workflow_id), HEARTBEAT_LIMIT_SECONDS)
 
 
-def heartbeat_every(version: ModelVersion) -> Callable[..., None]:
-    """A callback for every optimiser step, prediction batch or stage of ``version``'s run (whatever
-    it is passed): ``heartbeat(version)`` once ``HEARTBEAT_SECONDS`` have passed since the last."""
+def every_heartbeat_seconds(signal: Callable[[], None]) -> Callable[..., None]:
+    """A callback for every optimiser step, prediction batch or stage of a run (whatever it is
+    passed) that calls ``signal()`` once ``HEARTBEAT_SECONDS`` have passed since the last call."""
     last = time.monotonic()
 
     def beat(*_: object) -> None:
         nonlocal last
         if time.monotonic() - last >= HEARTBEAT_SECONDS:
-            heartbeat(version)
+            signal()
             last = time.monotonic()
 
     return beat
+
+
+def heartbeat_every(version: ModelVersion) -> Callable[..., None]:
+    """``heartbeat(version)`` at most every ``HEARTBEAT_SECONDS``, for every step of its run."""
+    return every_heartbeat_seconds(lambda: heartbeat(version))
 
 
 def fail_lost_runs(workflow: Workflow) -> int:
@@ -552,7 +563,7 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         if len(ids) > cfg["max_train"]:
             pick = np.sort(np.random.default_rng(seed).choice(len(ids), cfg["max_train"], replace=False))
             ids, soft = [ids[i] for i in pick], soft[pick]
-        warm = None
+        warm = pretrained = None
         if parent is not None and parent.model:
             warm = load_classifier(parent)
             if warm.heads != ((key, k),):
@@ -564,11 +575,14 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
             run = classifier.partial_fit(images, {key: soft}, epochs=cfg["warm_epochs"], batch_size=cfg["batch_size"], seed=seed,
                                          min_steps=cfg["min_steps"], on_step=beat)
         else:
-            classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
+            pretrained = pretrained_classifier(workflow, cfg, (key, k))
+            classifier = pretrained or GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
             images = load_images(ids, classifier.config.image_size)
             beat()
-            run = classifier.fit(images, {key: soft}, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=seed,
-                                 min_steps=cfg["min_steps"], on_step=beat)
+            # From the pretrained trunk, the first version is a fine-tuning (partial_fit keeps its weights).
+            first_fit = classifier.fit if pretrained is None else classifier.partial_fit
+            run = first_fit(images, {key: soft}, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=seed,
+                            min_steps=cfg["min_steps"], on_step=beat)
         gold = gold_set(workflow)
         gold_probs = calibrate_on_gold(classifier, gold, cfg)
         beat()
@@ -577,6 +591,7 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         version.gold_predictions = {str(i): [float(x) for x in p] for i, p in zip(gold[0], gold_probs, strict=True)}
         version.metrics = measured | {
             "n_train": len(ids), "train_seconds": round(float(run.get("train_seconds", 0.0)), 3), "warm_start": warm is not None,
+            "from_pretrained": warm is None and pretrained is not None,
             "n_gold_calibration": (classifier.calibration.get(key) or {}).get("n", 0), "calibration": classifier.calibration.get(key),
         }
         version.model = classifier.to_bytes()
@@ -638,18 +653,110 @@ def request_retraining(workflow: Workflow, user: Any = None, reason: str = "manu
 
 
 def check_retraining() -> list[int]:
-    """The scheduled trigger: queue a training run for every workflow whose retirements call for one."""
+    """The scheduled trigger: queue a pretraining run for every workflow whose machine needs one
+    (``pretraining_due``), else a training run where its retirements call for one."""
     queued = []
     for workflow in Workflow.objects.filter(active=True).exclude(active_learning={}):
         try:
-            due = retraining_due(workflow)
+            pretrain = pretraining_due(workflow)
+            due = pretrain or retraining_due(workflow)
         except ValueError as error:
             logger.error("workflow %s: invalid active_learning settings: %s", workflow.pk, error)
             continue
-        if due:
+        if pretrain:
+            request_pretraining(workflow)
+            queued.append(workflow.pk)
+        elif due:
             request_retraining(workflow, reason="retirements")
             queued.append(workflow.pk)
     return queued
+
+
+# --- pretraining ------------------------------------------------------------------------------------
+
+
+def pretraining_subjects(workflow: Workflow) -> list[int]:
+    """The subjects whose images the trunk is pretrained on: every non-gold subject of the workflow
+    that has an image (gold ones stay unseen in every way: they measure the machine)."""
+    ids = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True)
+    return sorted(set(SubjectImage.objects.filter(subject_id__in=ids).values_list("subject_id", flat=True)))
+
+
+def pretraining_due(workflow: Workflow) -> bool:
+    """Once per machine and image size, before its first version: pretraining is on
+    (``pretrain_epochs``), has not run yet at the workflow's ``image_size`` (done or failed: a failed
+    one is not retried, the first version then starts from random weights), no version exists (a machine that already learnt gains nothing from it), no run
+    is queued or alive, and the workflow has at least ``min_train`` images to learn from."""
+    cfg = machine_settings(workflow)
+    if not cfg["enabled"] or cfg["pretrain_epochs"] == 0 or training_in_progress(workflow):
+        return False
+    if ModelVersion.objects.filter(workflow=workflow).exists():
+        return False
+    record = MachineAgent.objects.filter(workflow=workflow).values_list("pretraining", flat=True).first() or {}
+    if record and record.get("image_size") == cfg["image_size"]:
+        return False  # a trunk of another size (the setting changed since) would go unused: pretrain again
+    return len(pretraining_subjects(workflow)) >= cfg["min_train"]
+
+
+def request_pretraining(workflow: Workflow, user: Any = None) -> None:
+    """Queue the pretraining run on the "ml" queue; it holds the training key as a training run does
+    (one run of a workflow's machine at a time), so training waits for it."""
+    from machine.tasks import pretrain_workflow
+
+    cache.set(training_key(workflow.pk), 1, TRAINING_QUEUED_SECONDS)
+    log_admin_action(workflow, user, "pretrain", {})
+    transaction.on_commit(lambda: pretrain_workflow.delay(workflow.pk))
+
+
+def pretrain_machine(workflow_id: int) -> MachineAgent:
+    """Pretrain the CNN's trunk, self-supervised, on the workflow's unlabelled images
+    (``ml.GalaxyClassifier.pretrain``; a random sample of ``max_train`` at most) and keep it on the
+    machine agent, where the first model version starts from (``pretrained_classifier``). The run
+    keeps the training key alive at most every ``HEARTBEAT_SECONDS``: a worker killed mid-run lets it
+    lapse, and the next beat requests the run again (nothing was recorded)."""
+    from ml import GalaxyClassifier
+
+    workflow = Workflow.objects.get(pk=workflow_id)
+    cfg = machine_settings(workflow)
+    key, k = first_question(workflow)
+    agent = machine_agent(workflow)
+    ids = pretraining_subjects(workflow)
+    if len(ids) > cfg["max_train"]:
+        pick = np.sort(np.random.default_rng(cfg["seed"]).choice(len(ids), cfg["max_train"], replace=False))
+        ids = [ids[i] for i in pick]
+    beat = every_heartbeat_seconds(lambda: cache.touch(training_key(workflow_id), HEARTBEAT_LIMIT_SECONDS))
+    classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
+    record: dict[str, Any] = {"image_size": cfg["image_size"], "n_images": len(ids), "epochs": cfg["pretrain_epochs"]}
+    try:
+        images = load_images(ids, cfg["image_size"])
+        beat()
+        run = classifier.pretrain(images, epochs=cfg["pretrain_epochs"], batch_size=256, on_step=beat)
+    except Exception as error:
+        agent.pretraining = record | {"state": "failed", "error": repr(error)[:2000]}
+        agent.save(update_fields=["pretraining"])
+        raise
+    agent.pretrained_model = classifier.to_bytes()
+    agent.pretraining = record | {
+        "state": "done", "train_seconds": round(run["train_seconds"], 3), "chance_loss": run.get("chance_loss"),
+        "loss": [round(row["loss"], 4) for row in run["epochs"]],
+    }
+    agent.save(update_fields=["pretrained_model", "pretraining"])
+    logger.info("workflow %s: trunk pretrained on %s images in %.0f s", workflow_id, len(ids), run["train_seconds"])
+    return agent
+
+
+def pretrained_classifier(workflow: Workflow, cfg: dict, head: tuple[str, int]) -> Any:
+    """A copy of the machine's pretrained trunk (random heads) if it fits the workflow's question and
+    image size now, else None."""
+    from ml import GalaxyClassifier
+
+    blob = MachineAgent.objects.filter(workflow=workflow).values_list("pretrained_model", flat=True).first()
+    if not blob:
+        return None
+    classifier = GalaxyClassifier.from_bytes(bytes(blob))
+    if classifier.heads != (head,) or classifier.config.image_size != cfg["image_size"]:
+        return None
+    return classifier
 
 
 # --- promotion, prediction, ranking -----------------------------------------------------------------

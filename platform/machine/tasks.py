@@ -21,6 +21,15 @@ def train_workflow(workflow_id: int, reason: str = "manual") -> int | None:
 
 
 @shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=3)
+def pretrain_workflow(workflow_id: int) -> dict:
+    """Pretrain the machine's trunk on the workflow's unlabelled images; returns the run's record."""
+    try:
+        return services.pretrain_machine(workflow_id).pretraining
+    finally:
+        cache.delete(services.training_key(workflow_id))
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=3)
 def predict_unretired(version_id: int) -> dict:
     return services.predict_unretired(version_id)
 

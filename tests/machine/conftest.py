@@ -24,10 +24,11 @@ BINARY_TASKS = {
     },
 }
 
-# Tiny and fast: 32 px, one epoch, a handful of subjects is enough to train and to be "trained".
+# Tiny and fast: 32 px, one epoch, a handful of subjects is enough to train and to be "trained"; no
+# pretraining unless a test asks for it (tests of pretraining and the whole loop do).
 TINY_MACHINE = {
     "enabled": True, "image_size": 32, "epochs": 1, "warm_epochs": 1, "min_steps": 0, "batch_size": 16, "min_train": 4,
-    "min_gold_subjects": 4, "retrain_every": 4, "mc_samples": 4, "inference_batch": 16,
+    "min_gold_subjects": 4, "retrain_every": 4, "mc_samples": 4, "inference_batch": 16, "pretrain_epochs": 0,
 }
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 
 from classifications.models import Classification, Volunteer
 from classifications.selectors import next_subjects
@@ -485,6 +487,76 @@ def test_retraining_is_due_every_n_human_retirements(machine_workflow, django_ca
     workflow.active_learning = {**workflow.active_learning, "enabled": False}
     workflow.save()
     assert services.check_retraining() == []
+
+
+def test_the_trunk_is_pretrained_once_on_unlabelled_non_gold_images_and_the_first_version_starts_from_it(
+        machine_workflow, django_capture_on_commit_callbacks) -> None:
+    workflow = machine_workflow({"pretrain_epochs": 2})
+    non_gold = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).count()
+    assert services.pretraining_due(workflow)  # before any vote: the images are there
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.check_retraining() == [workflow.pk]
+    assert len(callbacks) == 1 and AdminAction.objects.filter(workflow=workflow, action="pretrain").exists()
+    assert not services.pretraining_due(workflow) and not services.retraining_due(workflow)  # its key holds both
+    cache.delete(services.training_key(workflow.pk))  # as the task does when it ends
+
+    agent = services.pretrain_machine(workflow.pk)
+    assert agent.pretraining["state"] == "done" and agent.pretraining["n_images"] == non_gold  # gold never seen
+    assert len(agent.pretraining["loss"]) == 2 and agent.pretrained_model
+    assert not services.pretraining_due(workflow)  # once
+
+    vote(workflow)
+    apply_pending(workflow.pk)
+    version = services.train_model_version(workflow.pk)
+    assert version.metrics["from_pretrained"] and not version.metrics["warm_start"]
+    cfg = services.machine_settings(workflow)
+    pretrained = services.pretrained_classifier(workflow, cfg, services.first_question(workflow))
+    assert pretrained is not None and pretrained.history[-1]["pretraining"]
+    # A pretrained trunk of another image size is not used: the first version would start from random weights.
+    assert services.pretrained_classifier(workflow, cfg | {"image_size": 64}, services.first_question(workflow)) is None
+    assert services.check_retraining() == []  # nothing due: no new retirement, pretrained already
+
+
+def test_a_new_image_size_before_the_first_version_calls_for_a_new_pretraining(machine_workflow) -> None:
+    workflow = machine_workflow({"pretrain_epochs": 1})
+    services.pretrain_machine(workflow.pk)
+    assert not services.pretraining_due(workflow)
+    workflow.active_learning = {**workflow.active_learning, "image_size": 48}
+    workflow.save()
+    assert services.pretraining_due(workflow)
+    assert services.pretrain_machine(workflow.pk).pretraining["image_size"] == 48
+    assert not services.pretraining_due(workflow)
+
+
+def test_a_failed_pretraining_is_recorded_not_retried_and_training_starts_from_random_weights(machine_workflow) -> None:
+    workflow = machine_workflow({"pretrain_epochs": 1})
+    state = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).first()
+    Path(state.subject.images.first().file.path).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        services.pretrain_machine(workflow.pk)
+    agent = services.machine_agent(workflow)
+    assert agent.pretraining["state"] == "failed" and "cannot read image" in agent.pretraining["error"]
+    assert not agent.pretrained_model and not services.pretraining_due(workflow)
+
+
+def test_no_pretraining_when_switched_off_or_once_a_version_exists(machine_workflow) -> None:
+    assert not services.pretraining_due(machine_workflow({"pretrain_epochs": 0}))
+    workflow = machine_workflow({"pretrain_epochs": 1})
+    vote(workflow)
+    apply_pending(workflow.pk)
+    services.train_model_version(workflow.pk)
+    assert not services.pretraining_due(workflow)
+
+
+def test_the_admin_lists_each_machine_with_its_pretrained_trunk(machine_workflow, admin_client) -> None:
+    workflow = machine_workflow({"pretrain_epochs": 1})
+    services.pretrain_machine(workflow.pk)
+    non_gold = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).count()
+    page = admin_client.get("/django-admin/machine/machineagent/")
+    assert page.status_code == 200 and f"done ({non_gold} images, 32 px)" in page.content.decode()
+    agent = services.machine_agent(workflow)
+    page = admin_client.get(f"/django-admin/machine/machineagent/{agent.pk}/change/")
+    assert page.status_code == 200 and "pretrained_model" not in page.content.decode()
 
 
 def test_settings_are_validated() -> None:

@@ -1,6 +1,7 @@
 """The whole machine loop, tiny, with real worker processes: volunteers' votes are applied by an
 "aggregation" worker; the retraining trigger sends a training run to an "ml" worker, which trains
-the CNN (40 demo galaxies, 32 px, one epoch), promotes it and predicts; the aggregation worker then
+the CNN (40 demo galaxies, 32 px, one epoch, from a trunk it pretrained on their images first),
+promotes it and predicts; the aggregation worker then
 applies the machine's predictions exactly once, and the log replays to the same state."""
 
 from __future__ import annotations
@@ -32,17 +33,24 @@ def _wait(condition, timeout: float, what: str) -> None:
 def test_votes_train_the_cnn_whose_predictions_enter_the_engine_exactly_once(machine_workflow, start_worker) -> None:
     # Trained as soon as it exists (no accuracy bar) and sure of every answer at a 0.5 threshold: the
     # retirement path runs whatever a one-epoch CNN learned.
-    workflow = machine_workflow({"min_gold_accuracy": 0.0, "min_retire_accuracy": 0.0, "stable_versions": 1, "machine_threshold": 0.5})
+    workflow = machine_workflow({"min_gold_accuracy": 0.0, "min_retire_accuracy": 0.0, "stable_versions": 1, "machine_threshold": 0.5,
+                                 "pretrain_epochs": 1})
     aggregation = start_worker("aggregation", "aggregation")
     ml = start_worker("ml", "ml")
+    # Before any vote, the beat sends the pretraining of the CNN's trunk on the images to the ml worker.
+    assert services.check_retraining() == [workflow.pk]  # what beat runs every 30 s
+    agent = services.machine_agent(workflow)
+    _wait(lambda: cache.get(services.training_key(workflow.pk)) is None, 90, "the trunk to be pretrained")
+    agent.refresh_from_db()
+    assert agent.pretraining["state"] == "done" and agent.pretrained_model
     n_votes = vote(workflow, n_volunteers=5)
     _wait(lambda: not Classification.objects.filter(applied_seq__isnull=True).exists(), 60, "the votes to be applied")
     assert services.human_retired_count(workflow) >= 4
 
-    assert services.check_retraining() == [workflow.pk]  # what beat runs every 30 s
+    assert services.check_retraining() == [workflow.pk]
     _wait(lambda: current_model(workflow) is not None, 90, "model v1 to be trained and promoted")
     version = current_model(workflow)
-    assert version.version == 1 and version.is_trained
+    assert version.version == 1 and version.is_trained and version.metrics["from_pretrained"]
     # Every gold subject calibrates the CNN's probabilities and measures them, out of fold.
     gold_folds = [services.gold_fold(i, 2) for i in SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=True).values_list("subject_id", flat=True)]
     calibrated = min(gold_folds.count(0), gold_folds.count(1)) >= 4  # each fold's complement: min_gold_subjects
