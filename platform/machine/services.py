@@ -50,7 +50,7 @@ Design (each choice, and why):
   of the workflow's non-gold subjects (``pretrain_machine``, ``ml.pretrain``; once, on the "ml"
   queue, holding the training key), and the first version is fine-tuned from it. A project has all
   its images before its first vote, while its first versions learn from a few hundred retired
-  subjects: on GZ1 a pretrained trunk fine-tuned on 200-1,000 galaxies was 1.5-3 points more accurate
+  subjects: on GZ1 a pretrained trunk fine-tuned on 200-1,000 galaxies was 1.5-2 points more accurate
   than one learnt from scratch (``bench/cnn_pretraining.py``).
 - Training data: subjects retired by humans (not by the machine: it would learn its own mistakes
   back), with the engine's posterior of the first question as soft labels, except a stable
