@@ -8,8 +8,8 @@ galaxy alike: two strongly augmented views of each image (``ml.augment.contrasti
 pulled together and pushed away from the other images of the batch (the NT-Xent loss), through a
 small projection head that is thrown away afterwards. Labels are never used. On GZ1 at 48 px
 (``bench/cnn_pretraining.py``) a trunk pretrained so for 20 epochs (about ten minutes on 2 CPU cores)
-and then fine-tuned on 200–1,000 labelled galaxies was 1.5–2 points more accurate than one learnt from scratch, and sure
-of more of them.
+and then fine-tuned on 200–1,000 labelled galaxies was 1.5–2 points more accurate than one learnt
+from scratch, and sure of more of them.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ def pretrain_contrastive(
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     batch = min(batch_size, n)
     steps_per_epoch = n // batch  # full batches only: a small last batch makes the task easier
-    warmup = steps_per_epoch
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -79,7 +78,7 @@ def pretrain_contrastive(
                                    nn.ReLU(inplace=True), nn.Linear(model.config.embedding_dim, projection_dim))
         params = [*model.trunk.parameters(), *model.embedding.parameters(), *projection.parameters()]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps_per_epoch))  # one-epoch warm-up
         model.train()
         step = 0
         for epoch in range(epochs):

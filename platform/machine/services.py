@@ -228,6 +228,13 @@ def gold_set(workflow: Workflow) -> tuple[list[int], np.ndarray]:
 Labelled = tuple[list[int], np.ndarray]  # subject ids and their labels, row for row
 
 
+def sample_at_most(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random sample of ``limit`` of ``n`` items (all of them if fewer)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
 def split_by_id(subjects: Labelled, share: float) -> tuple[Labelled, Labelled]:
     """(held-out part, the rest): a stable pseudo-random ``share`` of the subjects, by id."""
     ids, labels = subjects
@@ -561,7 +568,7 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         heartbeat(version)  # from now on the key lapses within the limit if this worker is killed
         seed = cfg["seed"] + number
         if len(ids) > cfg["max_train"]:
-            pick = np.sort(np.random.default_rng(seed).choice(len(ids), cfg["max_train"], replace=False))
+            pick = sample_at_most(len(ids), cfg["max_train"], seed)
             ids, soft = [ids[i] for i in pick], soft[pick]
         warm = pretrained = None
         if parent is not None and parent.model:
@@ -591,7 +598,7 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         version.gold_predictions = {str(i): [float(x) for x in p] for i, p in zip(gold[0], gold_probs, strict=True)}
         version.metrics = measured | {
             "n_train": len(ids), "train_seconds": round(float(run.get("train_seconds", 0.0)), 3), "warm_start": warm is not None,
-            "from_pretrained": warm is None and pretrained is not None,
+            "from_pretrained": pretrained is not None,
             "n_gold_calibration": (classifier.calibration.get(key) or {}).get("n", 0), "calibration": classifier.calibration.get(key),
         }
         version.model = classifier.to_bytes()
@@ -659,7 +666,7 @@ def check_retraining() -> list[int]:
     for workflow in Workflow.objects.filter(active=True).exclude(active_learning={}):
         try:
             pretrain = pretraining_due(workflow)
-            due = pretrain or retraining_due(workflow)
+            due = not pretrain and retraining_due(workflow)
         except ValueError as error:
             logger.error("workflow %s: invalid active_learning settings: %s", workflow.pk, error)
             continue
@@ -684,18 +691,19 @@ def pretraining_subjects(workflow: Workflow) -> list[int]:
 
 def pretraining_due(workflow: Workflow) -> bool:
     """Once per machine and image size, before its first version: pretraining is on
-    (``pretrain_epochs``), has not run yet at the workflow's ``image_size`` (done or failed: a failed
-    one is not retried, the first version then starts from random weights), no version exists (a machine that already learnt gains nothing from it), no run
-    is queued or alive, and the workflow has at least ``min_train`` images to learn from."""
+    (``pretrain_epochs``), no version exists (a machine that already learnt gains nothing from it),
+    it has not run yet at the workflow's ``image_size`` (done or failed: a failed one is not retried,
+    the first version then starts from random weights), the workflow has at least ``min_train``
+    images to learn from, and no run is queued or alive. The cheap checks come first: the beat asks
+    every workflow every 30 s, and ``training_in_progress`` (an UPDATE) is asked again by
+    ``retraining_due``."""
     cfg = machine_settings(workflow)
-    if not cfg["enabled"] or cfg["pretrain_epochs"] == 0 or training_in_progress(workflow):
-        return False
-    if ModelVersion.objects.filter(workflow=workflow).exists():
+    if not cfg["enabled"] or cfg["pretrain_epochs"] == 0 or ModelVersion.objects.filter(workflow=workflow).exists():
         return False
     record = MachineAgent.objects.filter(workflow=workflow).values_list("pretraining", flat=True).first() or {}
     if record and record.get("image_size") == cfg["image_size"]:
         return False  # a trunk of another size (the setting changed since) would go unused: pretrain again
-    return len(pretraining_subjects(workflow)) >= cfg["min_train"]
+    return len(pretraining_subjects(workflow)) >= cfg["min_train"] and not training_in_progress(workflow)
 
 
 def request_pretraining(workflow: Workflow, user: Any = None) -> None:
@@ -722,8 +730,7 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     agent = machine_agent(workflow)
     ids = pretraining_subjects(workflow)
     if len(ids) > cfg["max_train"]:
-        pick = np.sort(np.random.default_rng(cfg["seed"]).choice(len(ids), cfg["max_train"], replace=False))
-        ids = [ids[i] for i in pick]
+        ids = [ids[i] for i in sample_at_most(len(ids), cfg["max_train"], cfg["seed"])]
     beat = every_heartbeat_seconds(lambda: cache.touch(training_key(workflow_id), HEARTBEAT_LIMIT_SECONDS))
     classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
     record: dict[str, Any] = {"image_size": cfg["image_size"], "n_images": len(ids), "epochs": cfg["pretrain_epochs"]}
