@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from machine_loop import Crowd, gz1_galaxies  # sets up the paths and the bench's data folder
 
+from live.engine import MACHINE_RETIRE_KEY  # noqa: E402  (no Django in it)
+
 CONFIDENCE_BINS = (0.9, 0.95, 0.97, 0.98, 0.99, 1.01)
 
 
@@ -50,24 +52,28 @@ def human_votes(workflow) -> dict:
 
 
 def machine_passes(workflow, labels: dict[int, int], n_versions: int) -> dict:
-    """The machine's retirements, first pass (no trained version had predicted the galaxy before)
-    against later passes, each by the stated confidence the rule retired on (the mean of the last
-    ``n_versions`` predictions)."""
+    """The machine's retirements, first pass (no version that retired anything had predicted the
+    galaxy before) against later passes, each by the stated confidence the rule retired on (the mean
+    of the last ``n_versions`` predictions).
+
+    Why "a version that retired anything" and not "a trained version": a version is trained before it
+    may retire (it also needs ``n_versions`` - 1 ancestors), so a trained version can predict every
+    galaxy without retiring any, and then every retirement would count as a later pass (run 33)."""
     from classifications.models import Classification
-    from machine.models import ModelVersion
     from projects.models import SubjectWorkflowState
 
-    trained = {v for v, t in ModelVersion.objects.filter(workflow=workflow).values_list("version", "metrics__trained") if t}
+    machine = Classification.objects.filter(workflow=workflow, is_gold=False, volunteer__machine_agent__isnull=False)
+    retiring = set(machine.filter(**{f"metadata__{MACHINE_RETIRE_KEY}": True}).values_list("metadata__model_version", flat=True))
     retired = set(SubjectWorkflowState.objects.filter(workflow=workflow, retirement_reason="machine").values_list("subject_id", flat=True))
     predictions: dict[int, list[tuple[int, list[float], bool]]] = defaultdict(list)
-    rows = Classification.objects.filter(workflow=workflow, is_gold=False, volunteer__machine_agent__isnull=False, subject_id__in=retired)
+    rows = machine.filter(subject_id__in=retired)
     for subject_id, metadata in rows.order_by("id").values_list("subject_id", "metadata"):
-        predictions[subject_id].append((metadata["model_version"], metadata["probabilities"], bool(metadata.get("machine_retire"))))
+        predictions[subject_id].append((metadata["model_version"], metadata["probabilities"], bool(metadata.get(MACHINE_RETIRE_KEY))))
     passes: dict[str, dict[float, list[bool]]] = {"first": defaultdict(list), "later": defaultdict(list)}
     for subject_id, made in predictions.items():
         k = next(i for i, (_, _, retire) in enumerate(made) if retire)
         mean = np.mean([p for _, p, _ in made[max(0, k - n_versions + 1):k + 1]], axis=0)
-        tried = any(version in trained for version, _, _ in made[:k])
+        tried = any(version in retiring for version, _, _ in made[:k])
         lower = max(b for b in (0.0, *CONFIDENCE_BINS) if b <= mean.max())
         passes["later" if tried else "first"][lower].append(int(np.argmax(made[k][1])) == labels[subject_id])
     return {name: {"galaxies": sum(len(v) for v in bins.values()),

@@ -28,7 +28,7 @@ class MachineAgent(models.Model):
     )
     pretraining = models.JSONField(
         default=dict, blank=True,
-        help_text="The pretraining run: {state: done|failed, image_size, n_images, epochs, loss, train_seconds, error}.",
+        help_text="The pretraining run: {state: running|done|failed, attempts, image_size, n_images, epochs, loss, train_seconds, error}.",
     )
 
     def __str__(self) -> str:

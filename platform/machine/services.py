@@ -132,6 +132,11 @@ HEARTBEAT_SECONDS = 30
 # subjects at 64 px took 1.5 minutes on the quiet cores and 13 with them contended.
 HEARTBEAT_LIMIT_SECONDS = 600
 LOST_RUN_ERROR = f"worker lost: its training run sent no heartbeat for {HEARTBEAT_LIMIT_SECONDS} s"
+# A pretraining run whose worker died (killed, out of memory) records nothing but "running"; the
+# beat asks for it again once its key lapses. This many tries, then it is recorded as failed and the
+# first version starts from random weights: a run that kills its worker every time (too many images
+# for the worker's memory) would otherwise hold the machine's training back for good.
+PRETRAINING_ATTEMPTS = 3
 _IMAGE_CACHE: dict[tuple[str, int], np.ndarray] = {}
 _IMAGE_CACHE_MAX = 50_000
 
@@ -692,16 +697,16 @@ def pretraining_subjects(workflow: Workflow) -> list[int]:
 def pretraining_due(workflow: Workflow) -> bool:
     """Once per machine and image size, before its first version: pretraining is on
     (``pretrain_epochs``), no version exists (a machine that already learnt gains nothing from it),
-    it has not run yet at the workflow's ``image_size`` (done or failed: a failed one is not retried,
-    the first version then starts from random weights), the workflow has at least ``min_train``
-    images to learn from, and no run is queued or alive. The cheap checks come first: the beat asks
-    every workflow every 30 s, and ``training_in_progress`` (an UPDATE) is asked again by
-    ``retraining_due``."""
+    it has not finished yet at the workflow's ``image_size`` (done or failed: a failed one is not
+    retried, the first version then starts from random weights; one whose worker was lost is, up to
+    ``PRETRAINING_ATTEMPTS`` tries), the workflow has at least ``min_train`` images to learn from,
+    and no run is queued or alive. The cheap checks come first: the beat asks every workflow every
+    30 s, and ``training_in_progress`` (an UPDATE) is asked again by ``retraining_due``."""
     cfg = machine_settings(workflow)
     if not cfg["enabled"] or cfg["pretrain_epochs"] == 0 or ModelVersion.objects.filter(workflow=workflow).exists():
         return False
     record = MachineAgent.objects.filter(workflow=workflow).values_list("pretraining", flat=True).first() or {}
-    if record and record.get("image_size") == cfg["image_size"]:
+    if record.get("image_size") == cfg["image_size"] and record.get("state") in ("done", "failed"):
         return False  # a trunk of another size (the setting changed since) would go unused: pretrain again
     return len(pretraining_subjects(workflow)) >= cfg["min_train"] and not training_in_progress(workflow)
 
@@ -720,8 +725,10 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     """Pretrain the CNN's trunk, self-supervised, on the workflow's unlabelled images
     (``ml.GalaxyClassifier.pretrain``; a random sample of ``max_train`` at most) and keep it on the
     machine agent, where the first model version starts from (``pretrained_classifier``). The run
-    keeps the training key alive at most every ``HEARTBEAT_SECONDS``: a worker killed mid-run lets it
-    lapse, and the next beat requests the run again (nothing was recorded)."""
+    is recorded as "running" with its attempt number before it starts, and keeps the training key
+    alive at most every ``HEARTBEAT_SECONDS``: a worker killed mid-run lets the key lapse and the next
+    beat requests the run again; the try after ``PRETRAINING_ATTEMPTS`` lost ones records a failure
+    instead of running."""
     from ml import GalaxyClassifier
 
     workflow = Workflow.objects.get(pk=workflow_id)
@@ -731,9 +738,20 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     ids = pretraining_subjects(workflow)
     if len(ids) > cfg["max_train"]:
         ids = [ids[i] for i in sample_at_most(len(ids), cfg["max_train"], cfg["seed"])]
+    record: dict[str, Any] = {"image_size": cfg["image_size"], "n_images": len(ids), "epochs": cfg["pretrain_epochs"]}
+    before = agent.pretraining or {}
+    lost = before.get("attempts", 0) if before.get("state") == "running" and before.get("image_size") == cfg["image_size"] else 0
+    if lost >= PRETRAINING_ATTEMPTS:
+        agent.pretraining = record | {"state": "failed", "attempts": lost,
+                                      "error": f"worker lost {lost} times (no heartbeat for {HEARTBEAT_LIMIT_SECONDS} s): not tried again"}
+        agent.save(update_fields=["pretraining"])
+        logger.warning("workflow %s: pretraining lost %s times; the first version starts from random weights", workflow_id, lost)
+        return agent
+    record["attempts"] = lost + 1
+    agent.pretraining = record | {"state": "running"}
+    agent.save(update_fields=["pretraining"])
     beat = every_heartbeat_seconds(lambda: cache.touch(training_key(workflow_id), HEARTBEAT_LIMIT_SECONDS))
     classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
-    record: dict[str, Any] = {"image_size": cfg["image_size"], "n_images": len(ids), "epochs": cfg["pretrain_epochs"]}
     try:
         images = load_images(ids, cfg["image_size"])
         beat()

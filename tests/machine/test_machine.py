@@ -539,6 +539,30 @@ def test_a_failed_pretraining_is_recorded_not_retried_and_training_starts_from_r
     assert not agent.pretrained_model and not services.pretraining_due(workflow)
 
 
+def test_a_lost_pretraining_is_tried_again_a_bounded_number_of_times(machine_workflow) -> None:
+    workflow = machine_workflow({"pretrain_epochs": 1})
+    agent = services.machine_agent(workflow)
+    size = services.machine_settings(workflow)["image_size"]
+    # What a worker killed mid-run leaves: the "running" record of its try, and a key that lapses.
+    agent.pretraining = {"state": "running", "attempts": 1, "image_size": size}
+    agent.save(update_fields=["pretraining"])
+    assert services.pretraining_due(workflow)
+    services.request_pretraining(workflow)
+    assert not services.pretraining_due(workflow)  # queued or alive: not asked for twice
+    cache.delete(services.training_key(workflow.pk))
+    services.pretrain_machine(workflow.pk)
+    agent = services.machine_agent(workflow)
+    assert agent.pretraining["state"] == "done" and agent.pretraining["attempts"] == 2 and agent.pretrained_model
+    # Lost as often as allowed: the next try records a failure without training, and nothing is asked again.
+    agent.pretraining = {"state": "running", "attempts": services.PRETRAINING_ATTEMPTS, "image_size": size}
+    agent.pretrained_model = None
+    agent.save(update_fields=["pretraining", "pretrained_model"])
+    assert services.pretraining_due(workflow)
+    agent = services.pretrain_machine(workflow.pk)
+    assert agent.pretraining["state"] == "failed" and "lost 3 times" in agent.pretraining["error"]
+    assert not services.machine_agent(workflow).pretrained_model and not services.pretraining_due(workflow)
+
+
 def test_no_pretraining_when_switched_off_or_once_a_version_exists(machine_workflow) -> None:
     assert not services.pretraining_due(machine_workflow({"pretrain_epochs": 0}))
     workflow = machine_workflow({"pretrain_epochs": 1})
