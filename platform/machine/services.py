@@ -498,7 +498,12 @@ def heartbeat(version: ModelVersion) -> None:
     must not leave one behind it."""
     version.heartbeat_at = timezone.now()  # and in memory, or the run's final save() would put back the first one
     ModelVersion.objects.filter(pk=version.pk).update(heartbeat_at=version.heartbeat_at)
-    cache.touch(training_key(version.workflow_id), HEARTBEAT_LIMIT_SECONDS)
+    keep_training_key(version.workflow_id)
+
+
+def keep_training_key(workflow_id: int) -> None:
+    """The workflow's training key (a run queued or alive) lasts ``HEARTBEAT_LIMIT_SECONDS`` more, if set."""
+    cache.touch(training_key(workflow_id), HEARTBEAT_LIMIT_SECONDS)
 
 
 def every_heartbeat_seconds(signal: Callable[[], None]) -> Callable[..., None]:
@@ -750,7 +755,7 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     record["attempts"] = lost + 1
     agent.pretraining = record | {"state": "running"}
     agent.save(update_fields=["pretraining"])
-    beat = every_heartbeat_seconds(lambda: cache.touch(training_key(workflow_id), HEARTBEAT_LIMIT_SECONDS))
+    beat = every_heartbeat_seconds(lambda: keep_training_key(workflow_id))
     classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
     try:
         images = load_images(ids, cfg["image_size"])
