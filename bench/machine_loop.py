@@ -400,7 +400,8 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
              "train_seconds": v.metrics.get("train_seconds"), "confident_share": v.metrics.get("confident_share"),
              "confident_accuracy": v.metrics.get("confident_accuracy"), "n_retire_gold": v.metrics.get("n_retire_gold"),
              "retire_accuracy": v.metrics.get("retire_accuracy"), "n_retired_gold": v.metrics.get("n_retired_gold"),
-             "retired_gold_accuracy": v.metrics.get("retired_gold_accuracy"), "log_loss_difference": v.metrics.get("log_loss_difference")}
+             "retired_gold_accuracy": v.metrics.get("retired_gold_accuracy"), "retired_gold_by_answer": v.metrics.get("retired_gold_by_answer"),
+             "retire_answers": v.metrics.get("retire_answers"), "log_loss_difference": v.metrics.get("log_loss_difference")}
             for v in versions
         ]
     from machine.models import MachineAgent
@@ -446,6 +447,9 @@ def main() -> None:
                         help="(b) and (c) retire a subject by consensus at this posterior (after 3 votes, at most 40)")
     parser.add_argument("--engine-difficulty", action="store_true",
                         help="(b) and (c): the engine models a difficulty per galaxy (estimator option difficulty, aggregation.difficulty)")
+    parser.add_argument("--retire-record", default=None, choices=("per_answer", "overall"),
+                        help="what min_retire_accuracy judges: each answer's gold record (the platform's default) or all together "
+                             "(runs 1-35 of machine_loop_6493.md)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -500,6 +504,7 @@ def main() -> None:
         "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
         "calibration_folds": args.calibration_folds, "promotion_tolerance": args.promotion_tolerance,
         "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
+        **({"retire_record": args.retire_record} if args.retire_record else {}),
         "image_size": args.image_size, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
     }
     modes = {

@@ -41,6 +41,15 @@ def machine_selectors() -> Any | None:
     return selectors
 
 
+def _retire_labels(workflow: Any, answers: list[int] | None) -> str | None:
+    """The first question's labels of these answers, joined (None for None: any answer)."""
+    if answers is None:
+        return None
+    tasks = workflow.tasks or {}
+    labels = [a.get("label", str(i)) for i, a in enumerate(tasks.get("tasks", {}).get(tasks.get("first_task"), {}).get("answers", []))]
+    return ", ".join(labels[a] if a < len(labels) else str(a) for a in answers)
+
+
 def model_summary(version: Any) -> dict[str, Any]:
     metrics = version.metrics or {}
     promoted_by = getattr(version, "promoted_by", None)
@@ -57,6 +66,10 @@ def model_summary(version: Any) -> dict[str, Any]:
         "trained_reason": metrics.get("trained_reason", ""),
         "n_retired_gold": metrics.get("n_retired_gold"),
         "retired_gold_accuracy": metrics.get("retired_gold_accuracy"),
+        "retired_gold_by_answer": metrics.get("retired_gold_by_answer"),  # [retired, right] per answer
+        # The answers it may retire with (None: any), and their labels for the admin page.
+        "retire_answers": version.retire_answers,
+        "retire_labels": _retire_labels(version.workflow, version.retire_answers),
         "created_at": _iso(version.created_at),
         "promoted_at": _iso(getattr(version, "promoted_at", None)),
         "promoted_by": promoted_by.get_username() if promoted_by is not None else None,

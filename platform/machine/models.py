@@ -87,3 +87,12 @@ class ModelVersion(models.Model):
     def is_trained(self) -> bool:
         """Whether this version met the "trained" criterion (see ``machine.services``)."""
         return bool(self.metrics.get("trained"))
+
+    @property
+    def retire_answers(self) -> list[int] | None:
+        """The answers it may retire with once trained (``machine.services.certified_answers``); ``None``:
+        any answer (``retire_record`` "overall", or a version measured before records per answer)."""
+        if not self.is_trained:
+            return []
+        answers = self.metrics.get("retire_answers")
+        return None if answers is None else [int(a) for a in answers]

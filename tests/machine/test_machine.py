@@ -288,6 +288,67 @@ def test_a_trained_line_stops_retiring_only_when_its_gold_record_shows_it_is_bel
     assert not services.trained_criterion(weak, cfg)[0]
 
 
+def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> None:
+    cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
+                       "min_gold_subjects": 20, "stable_versions": 1, "retire_stop_confidence": 0.9})
+
+    def version(by_answer: list[list[int]], parent=None, retire_answers=None) -> ModelVersion:
+        n, right = sum(r[0] for r in by_answer), sum(r[1] for r in by_answer)
+        metrics = {"accuracy": 0.85, "n_gold_test": 325, "n_retired_gold": n, "retired_gold_accuracy": right / n,
+                   "retired_gold_by_answer": by_answer}
+        if parent is None and retire_answers is not None:
+            metrics |= {"trained": True, "retire_answers": retire_answers}
+        return ModelVersion(version=1 if parent is None else parent.version + 1, parent=parent, metrics=metrics)
+
+    # 149 of 150 smooth right, 28 of 30 featured (0.933): 177 of 180 (0.983) together, over the bar.
+    skewed = version([[150, 149], [30, 28]])
+    assert services.trained_criterion(skewed, cfg | {"retire_record": "overall"})[0]
+    trained, why = services.trained_criterion(skewed, cfg)
+    assert trained and services.certified_answers(skewed, cfg)[0] == [0]
+    assert "answer 1: 28 of 30 right (0.933 < 0.97)" in why
+    # Too few gold subjects retired with an answer: not that answer; with no answer certified, not trained.
+    few = version([[19, 19], [30, 30]])
+    assert services.certified_answers(few, cfg)[0] == [1]
+    trained, why = services.trained_criterion(version([[19, 19], [30, 28]]), cfg)
+    assert not trained and "answer 0: 19 of 19 right, 20 needed" in why
+    # Hysteresis per answer: an answer the parent retired with stays until its record shows it is below.
+    parent = version([[150, 149], [30, 30]], retire_answers=[0, 1])
+    assert parent.retire_answers == [0, 1]
+    assert services.certified_answers(version([[150, 149], [34, 33]], parent), cfg)[0] == [0, 1]  # 0.971, P(below) small
+    kept = version([[150, 149], [40, 38]], parent)  # 0.95 but P(below 0.97) = 0.80 <= 0.9
+    assert services.certified_answers(kept, cfg)[0] == [0, 1]
+    assert services.certified_answers(version([[150, 149], [40, 36]], parent), cfg)[0] == [0]  # P(below) 0.99
+    # ... while one the parent did not retire with starts only at the bar.
+    assert services.certified_answers(version([[150, 149], [40, 38]], version([[150, 149], [30, 30]], retire_answers=[0])), cfg)[0] == [0]
+    # A version measured before records per answer retires with any answer.
+    assert ModelVersion(metrics={"trained": True}).retire_answers is None
+    assert ModelVersion(metrics={"trained": False, "retire_answers": [0]}).retire_answers == []
+
+
+def test_the_machine_retires_only_with_the_answers_its_gold_record_certifies(machine_workflow, monkeypatch, oracle) -> None:
+    workflow = machine_workflow({"machine_threshold": 0.5, "min_gold_accuracy": 0.9, "min_retire_accuracy": 0.9, "min_gold_subjects": 1})
+    measured = _metrics(iter([0.94, 0.95, 0.94]))  # v1, v2 and v1 again (v2 is compared with it)
+
+    def evaluate(*args, **kwargs) -> dict:  # answer 0 proven on gold, answer 1 wrong half the time
+        return measured(*args, **kwargs) | {"retired_gold_by_answer": [[10, 10], [10, 5]]}
+
+    some = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
+    vote(workflow, n_volunteers=8, subject_ids=some[:14])  # the others wait for the machine
+    apply_pending(workflow.pk)
+    monkeypatch.setattr(services, "evaluate", evaluate)
+    services.train_model_version(workflow.pk)
+    v2 = services.train_model_version(workflow.pk)
+    v2.refresh_from_db()
+    assert v2.is_trained and v2.retire_answers == [0], v2.metrics
+    rows = _machine_rows(workflow).filter(metadata__model_version=2, is_gold=False)
+    answers = {c.subject_id: (c.annotations[0]["value"], c.metadata["machine_retire"]) for c in rows}
+    assert {a for a, _ in answers.values()} == {0, 1}  # the oracle gives both answers
+    assert all(retire == (answer == 0) for answer, retire in answers.values())
+    apply_pending(workflow.pk)
+    by_machine = _retired_by(workflow, "machine")
+    assert by_machine and all(answers[s][0] == 0 for s in by_machine)
+
+
 def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_line(machine_workflow) -> None:
     workflow = machine_workflow()
     cfg = settings_of({"enabled": True, "machine_threshold": 0.9})  # retirement_versions 2
@@ -310,6 +371,7 @@ def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_lin
     replayed = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=line)
     assert replayed["n_retire_gold"] == 2 and replayed["retire_accuracy"] == 1.0
     assert replayed["n_retired_gold"] == 4 and replayed["retired_gold_accuracy"] == 0.75  # 11, 13 now; 14, 15 then
+    assert replayed["retired_gold_by_answer"] == [[1, 1], [3, 2]]  # 11 smooth; 13, 14 right and 15 wrong as featured
     assert services.replay_line(gold[0], line, cfg).tolist() == [-1, -1, -1, 1, 1]  # the line alone: 14, 15
     # An untrained version retires nothing, in the replay as on the platform: 15 stays, 14 waits for the parent.
     untrained = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(grandparent, False), (older, False), (parent, True)])
