@@ -4,8 +4,8 @@
 
 Reads the bench's own database (``CHORUS_DATA_DIR``, by default ``/tmp/chorus-bench-machine``,
 which holds the last run) and the run's JSON (for the crowd's seed and size), changes nothing,
-and prints where (c)'s human votes went, how accurate the machine's retirements were by pass and
-by stated confidence, what each model version would have newly retired on gold, and what one human
+and prints where (c)'s human votes went, how accurate the machine's retirements were by pass, by
+answer and by stated confidence, what each model version would have newly retired on gold, and what one human
 answer confirming each machine retirement would have cost and bought. Why a script: these are the
 figures that decide which change to the loop is worth a 35-minute run (``machine_loop_6493.md``).
 
@@ -70,15 +70,23 @@ def machine_passes(workflow, labels: dict[int, int], n_versions: int) -> dict:
     for subject_id, metadata in rows.order_by("id").values_list("subject_id", "metadata"):
         predictions[subject_id].append((metadata["model_version"], metadata["probabilities"], bool(metadata.get(MACHINE_RETIRE_KEY))))
     passes: dict[str, dict[float, list[bool]]] = {"first": defaultdict(list), "later": defaultdict(list)}
+    by_answer: dict[str, dict[int, list[bool]]] = {"first": defaultdict(list), "later": defaultdict(list)}
     for subject_id, made in predictions.items():
         k = next(i for i, (_, _, retire) in enumerate(made) if retire)
         mean = np.mean([p for _, p, _ in made[max(0, k - n_versions + 1):k + 1]], axis=0)
         tried = any(version in retiring for version, _, _ in made[:k])
         lower = max(b for b in (0.0, *CONFIDENCE_BINS) if b <= mean.max())
-        passes["later" if tried else "first"][lower].append(int(np.argmax(made[k][1])) == labels[subject_id])
+        answer = int(np.argmax(made[k][1]))
+        passes["later" if tried else "first"][lower].append(answer == labels[subject_id])
+        by_answer["later" if tried else "first"][answer].append(answer == labels[subject_id])
+
+    def summary(groups: dict) -> dict:
+        return {f"{g}": {"galaxies": len(v), "accuracy": round(float(np.mean(v)), 4)} for g, v in sorted(groups.items())}
+
     return {name: {"galaxies": sum(len(v) for v in bins.values()),
                    "accuracy": round(float(np.mean([x for v in bins.values() for x in v])), 4) if bins else None,
-                   "by_confidence": {f">= {b}": {"galaxies": len(v), "accuracy": round(float(np.mean(v)), 4)} for b, v in sorted(bins.items())}}
+                   "by_answer": summary(by_answer[name]),
+                   "by_confidence": {f">= {b}": row for b, row in summary(bins).items()}}
             for name, bins in passes.items()}
 
 
