@@ -448,8 +448,8 @@ def main() -> None:
     parser.add_argument("--engine-difficulty", action="store_true",
                         help="(b) and (c): the engine models a difficulty per galaxy (estimator option difficulty, aggregation.difficulty)")
     parser.add_argument("--retire-record", default=None, choices=("per_answer", "overall"),
-                        help="what min_retire_accuracy judges: each answer's gold record (the platform's default) or all together "
-                             "(runs 1-35 of machine_loop_6493.md)")
+                        help="what min_retire_accuracy judges: each answer's gold record (run 36 of machine_loop_6493.md) or all "
+                             "together (the platform's default)")
     parser.add_argument("--acquisition", default="bald")
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)

@@ -34,10 +34,11 @@ Design (each choice, and why):
   gold subjects version by version (``replay_on_gold``), at least ``min_gold_subjects`` of them.
   Once a version is trained its successors stay so unless that record shows, with probability
   ``retire_stop_confidence``, that the line retires less accurately than the bar (hysteresis: the
-  record moves by a point with one or two gold subjects). By default (``retire_record``
-  "per_answer") the record and the bar are per answer retired with, and the machine retires only
-  with the answers that pass (``certified_answers``): the overall record is mostly the common
-  answer's, and a GZ1 machine 98.7% right on "smooth" was 92.6% right on "featured".
+  record moves by a point with one or two gold subjects). With ``retire_record``
+  "per_answer" (not the default: one full run measured no gain, see ``machine.config``) the record
+  and the bar are per answer retired with, and the machine retires only with the answers that pass
+  (``certified_answers``): the overall record is mostly the common answer's, and a GZ1 machine 98.7%
+  right on "smooth" was 92.6% right on "featured".
   The overall bar alone is the wrong one: on GZ1 a CNN trained on 1,500 retired galaxies was right
   on 82% of gold overall but on 99% of the third it was sure of.
 - Calibration: the CNN learns from the crowd's consensus, whose mistakes can be skewed (in the

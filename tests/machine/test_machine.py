@@ -290,7 +290,7 @@ def test_a_trained_line_stops_retiring_only_when_its_gold_record_shows_it_is_bel
 
 def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> None:
     cfg = settings_of({"enabled": True, "min_gold_accuracy": 0.8, "min_retire_accuracy": 0.97,
-                       "min_gold_subjects": 20, "stable_versions": 1, "retire_stop_confidence": 0.9})
+                       "min_gold_subjects": 20, "stable_versions": 1, "retire_stop_confidence": 0.9, "retire_record": "per_answer"})
 
     def version(by_answer: list[list[int]], parent=None, retire_answers=None) -> ModelVersion:
         n, right = sum(r[0] for r in by_answer), sum(r[1] for r in by_answer)
@@ -302,7 +302,7 @@ def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> No
 
     # 149 of 150 smooth right, 28 of 30 featured (0.933): 177 of 180 (0.983) together, over the bar.
     skewed = version([[150, 149], [30, 28]])
-    assert services.trained_criterion(skewed, cfg | {"retire_record": "overall"})[0]
+    assert services.trained_criterion(skewed, cfg | {"retire_record": "overall"})[0]  # the default
     trained, why = services.trained_criterion(skewed, cfg)
     assert trained and services.certified_answers(skewed, cfg)[0] == [0]
     assert "answer 1: 28 of 30 right (0.933 < 0.97)" in why
@@ -326,7 +326,8 @@ def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> No
 
 
 def test_the_machine_retires_only_with_the_answers_its_gold_record_certifies(machine_workflow, monkeypatch, oracle) -> None:
-    workflow = machine_workflow({"machine_threshold": 0.5, "min_gold_accuracy": 0.9, "min_retire_accuracy": 0.9, "min_gold_subjects": 1})
+    workflow = machine_workflow({"machine_threshold": 0.5, "min_gold_accuracy": 0.9, "min_retire_accuracy": 0.9, "min_gold_subjects": 1,
+                                 "retire_record": "per_answer"})
     measured = _metrics(iter([0.94, 0.95, 0.94]))  # v1, v2 and v1 again (v2 is compared with it)
 
     def evaluate(*args, **kwargs) -> dict:  # answer 0 proven on gold, answer 1 wrong half the time
