@@ -422,9 +422,9 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
     # it retires by, on every gold subject (out of fold), over everything its line would have
     # retired so far (``replay_on_gold``): each version checked alone, above the threshold, on half
     # the gold let through versions whose retirements were 90% right.
-    by_answer = version.metrics.get("retired_gold_by_answer")
-    if cfg["retire_record"] == "per_answer" and by_answer is not None:
-        answers, records = certified_answers(version, cfg)
+    per_answer = certified_answers(version, cfg)
+    if per_answer is not None:
+        answers, records = per_answer
         summary = f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; " if answers else ""
         return bool(answers), summary + "; ".join(records)
     n_retired, accuracy = version.metrics.get("n_retired_gold") or 0, version.metrics.get("retired_gold_accuracy")
@@ -433,25 +433,35 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
                        f"{cfg['machine_threshold']}), {cfg['min_gold_subjects']} needed")
     if accuracy is None:
         return False, f"no accuracy on the {n_retired} gold subjects its line would have retired"
-    # Hysteresis (see the module docstring): a line starts retiring when its record reaches the bar
-    # and, once started (its parent trained), stops only when the record shows it is below the bar.
-    bar, confidence = cfg["min_retire_accuracy"], cfg["retire_stop_confidence"]
     right = round(accuracy * n_retired)
     record = f"{right} of the {n_retired} gold subjects its line would have retired right ({accuracy:.3f})"
-    if version.parent is not None and version.parent.is_trained:
-        below = float(beta_distribution.cdf(bar, right + 1, n_retired - right + 1))  # Beta posterior, uniform prior
-        trained = below <= confidence
-        test = f"below {bar} with probability {below:.2f} {'<=' if trained else '>'} {confidence} (the line was trained)"
-    else:
-        trained = accuracy >= bar
-        test = f"{'>=' if trained else '<'} {bar}"
+    retiring = version.parent is not None and version.parent.is_trained
+    trained, test = record_passes(right, n_retired, retiring, cfg)
+    if retiring:
+        test += " (the line was trained)"
     if not trained:
         return False, f"{record}: {test}"
     return True, f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; {record}: {test}"
 
 
-def certified_answers(version: ModelVersion, cfg: dict) -> tuple[list[int], list[str]]:
-    """The answers the machine may retire with (``retire_record`` "per_answer"), and each answer's record.
+def record_passes(right: int, n: int, retiring: bool, cfg: dict) -> tuple[bool, str]:
+    """Whether a gold record of ``right`` of ``n`` lets the machine retire, and the test in words.
+
+    Hysteresis (see the module docstring): a line starts retiring when its record reaches
+    ``min_retire_accuracy`` and, once ``retiring``, stops only when the record shows with
+    ``retire_stop_confidence`` (Beta posterior, uniform prior) that it is below."""
+    bar, confidence = cfg["min_retire_accuracy"], cfg["retire_stop_confidence"]
+    if retiring:
+        below = float(beta_distribution.cdf(bar, right + 1, n - right + 1))
+        passed = below <= confidence
+        return passed, f"below {bar} with probability {below:.2f} {'<=' if passed else '>'} {confidence}"
+    passed = right / n >= bar
+    return passed, f"{'>=' if passed else '<'} {bar}"
+
+
+def certified_answers(version: ModelVersion, cfg: dict) -> tuple[list[int], list[str]] | None:
+    """The answers the machine may retire with, and each answer's record; ``None`` where records per
+    answer do not apply (``retire_record`` "overall", or a version measured without them).
 
     An answer is certified as the whole line is in ``trained_criterion``, on the gold subjects the
     line would have retired *with that answer* (``retired_gold_by_answer``): at least
@@ -464,22 +474,19 @@ def certified_answers(version: ModelVersion, cfg: dict) -> tuple[list[int], list
     calibrated probability says, and the 100 featured gold galaxies could not show that to the
     calibration. Replayed offline on that run's 30 versions, the featured record never reached the
     bar for long, and the machine's retirements went from 97.8% to 98.5% right."""
-    bar, confidence = cfg["min_retire_accuracy"], cfg["retire_stop_confidence"]
+    by_answer = version.metrics.get("retired_gold_by_answer")
+    if cfg["retire_record"] != "per_answer" or by_answer is None:
+        return None
     parent_answers = version.parent.retire_answers if version.parent is not None and version.parent.is_trained else []
     answers, records = [], []
-    for answer, (n, right) in enumerate(version.metrics["retired_gold_by_answer"]):
+    for answer, (n, right) in enumerate(by_answer):
         record = f"answer {answer}: {right} of {n} right"
         if n < cfg["min_gold_subjects"]:
             records.append(f"{record}, {cfg['min_gold_subjects']} needed")
             continue
-        if parent_answers is None or answer in parent_answers:
-            below = float(beta_distribution.cdf(bar, right + 1, n - right + 1))
-            certified = below <= confidence
-            records.append(f"{record}, below {bar} with probability {below:.2f} {'<=' if certified else '>'} {confidence} "
-                           "(the line retired with it)")
-        else:
-            certified = right / n >= bar
-            records.append(f"{record} ({right / n:.3f} {'>=' if certified else '<'} {bar})")
+        retiring = parent_answers is None or answer in parent_answers
+        certified, test = record_passes(right, n, retiring, cfg)
+        records.append(f"{record}, {test} (the line retired with it)" if retiring else f"{record} ({right / n:.3f} {test})")
         if certified:
             answers.append(answer)
     return answers, records
@@ -660,8 +667,9 @@ def train_model_version(workflow_id: int, reason: str = "manual", promote: bool 
         version.model = classifier.to_bytes()
         trained, why = trained_criterion(version, cfg)
         version.metrics |= {"trained": trained, "trained_reason": why}
-        if trained and cfg["retire_record"] == "per_answer" and "retired_gold_by_answer" in version.metrics:
-            version.metrics["retire_answers"] = certified_answers(version, cfg)[0]
+        per_answer = certified_answers(version, cfg)
+        if trained and per_answer is not None:
+            version.metrics["retire_answers"] = per_answer[0]
         version.state = State.TRAINED
         version.trained_at = timezone.now()
         serving = None
