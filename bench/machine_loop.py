@@ -7,7 +7,15 @@
 
 With ``--a-sample N``, (a) runs on the platform for a random N of the galaxies only (its votes per
 galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submissions), and is also
-computed without the platform for every galaxy, from the same crowd (``a_offline_all``).
+computed without the platform for every galaxy, from the same crowd (``a_offline_all``, whatever
+``--modes``): once with one random draw of 40 volunteers per galaxy (``accuracy_of_retired``) and
+exactly, averaged over every draw (``accuracy_expected_over_draws``, a hypergeometric tail per
+galaxy, ``aggregation.evaluation.majority_accuracy``): which 40 of the 250 volunteers one draw
+happens to take moves (a) by 0.15–0.2 points on these crowds, as much as the gaps it is compared with.
+Each mode's retired labels are compared with (a) galaxy by galaxy (``paired``: the difference of
+accuracies on the galaxies that mode retired, its standard error and 95% interval, against the draw
+and against the exact expectation; ``aggregation.evaluation.paired_accuracy_difference``), and kept
+per galaxy (``outcomes``: index in this seed's galaxy list, retirement reason, label).
 
 (a) Galaxy Zoo 2's way: every galaxy gets 40 votes (policy ``max:40``), the label is their majority;
 (b) the engine alone (policy ``min:3,posterior:0.99,max:40``, the platform's engine settings; the
@@ -75,6 +83,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
 
+from aggregation.evaluation import majority_accuracy, paired_accuracy_difference  # noqa: E402
 from aggregation.retirement import PosteriorAbove, RetirementPolicy, parse_policy  # noqa: E402
 from live.engine import DEFAULT_MACHINE_AGENTS, DEFAULT_POLICY, MACHINE_AGENTS  # noqa: E402  (no Django in it)
 
@@ -229,17 +238,43 @@ def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample:
     return project, sets, subject_ids, gold
 
 
-def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -> dict:
-    """GZ2's way without the platform, on every given galaxy: the majority (ties: smooth) of the
-    answers of ``votes`` distinct volunteers drawn at random, as the platform's queue would send them."""
+def majority_outcomes(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """GZ2's way without the platform, per given galaxy: whether the majority (ties: smooth) of the
+    answers of ``votes`` distinct volunteers drawn at random, as the platform's queue would send them,
+    is right; and the exact probability of that over every draw (``aggregation.evaluation``)."""
     rng = np.random.default_rng(seed)
-    right = 0
-    for g in galaxies:
+    drawn = np.zeros(len(galaxies), dtype=bool)
+    for i, g in enumerate(galaxies):
         who = rng.choice(len(crowd.offsets), votes, replace=False)
         featured = sum(crowd.answer(int(v), g) for v in who)
-        right += int(featured > votes / 2) == crowd.labels[g]
+        drawn[i] = int(featured > votes / 2) == crowd.labels[g]
+    expected = majority_accuracy(crowd.right[:, galaxies].sum(axis=0), len(crowd.offsets), votes, crowd.labels[galaxies])
+    return drawn, expected
+
+
+def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -> dict:
+    """(a) without the platform: its accuracy with one draw of volunteers per galaxy, and its exact
+    expected accuracy over the draws (free of which volunteers happened to be drawn)."""
+    drawn, expected = majority_outcomes(crowd, galaxies, votes, seed)
     return {"galaxies": len(galaxies), "human_votes_per_retired_galaxy": float(votes),
-            "accuracy_of_retired": round(right / max(len(galaxies), 1), 4)}
+            "accuracy_of_retired": round(float(drawn.mean()), 4) if len(galaxies) else 0.0,
+            "accuracy_expected_over_draws": round(float(expected.mean()), 4) if len(galaxies) else 0.0}
+
+
+def paired_against_a(outcomes: dict[int, bool], crowd: Crowd, non_gold: list[int], seed: int) -> dict:
+    """A mode's retired labels against (a) without the platform on the same galaxies, paired galaxy by
+    galaxy (``aggregation.evaluation``): against (a)'s one draw and against its exact expectation."""
+    drawn, expected = majority_outcomes(crowd, non_gold, 40, seed)  # the same draws as a_offline_all
+    position = {g: i for i, g in enumerate(non_gold)}
+    galaxies = [g for g in outcomes if g in position]
+    mine = np.array([outcomes[g] for g in galaxies], dtype=bool)
+    at = [position[g] for g in galaxies]
+    out = {}
+    for name, a in (("vs_a_drawn", drawn[at]), ("vs_a_expected", expected[at])):
+        d = paired_accuracy_difference(a, mine).to_dict()
+        out[name] = {k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v] if isinstance(v, list) else v)
+                     for k, v in d.items()}
+    return out
 
 
 def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str,
@@ -391,6 +426,8 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
         "wall_seconds": round(run["wall_seconds"], 1),
         "machine_wait_seconds": round(run["machine_wait_seconds"], 1),
         "submission_deadlocks_retried": run["deadlocks"],
+        # per retired galaxy (its index in this seed's gz1_galaxies): reason and label, for paired comparisons and later analysis
+        "outcomes": sorted([index_of[s], reason, label.get(s)] for s, reason in retired),
     }
     versions = ModelVersion.objects.filter(workflow=workflow).order_by("version")
     if versions.exists():
@@ -513,11 +550,11 @@ def main() -> None:
         "c": ("(c) engine + CNN + active learning", engine_policy(args.engine_posterior), machine_settings, False, (args.per_visit, args.per_visit, 0)),
     }
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe()}
-    if "a" in args.modes:
-        non_gold = [i for i in range(len(galaxies)) if i not in gold_index]
-        results["a_offline_all"] = {"name": "(a) 40 votes, majority, without the platform, every non-gold galaxy"} | \
-            offline_majority(crowd, non_gold, 40, args.seed)
-        print(json.dumps(results["a_offline_all"]), flush=True)
+    non_gold = [i for i in range(len(galaxies)) if i not in gold_index]
+    # (a) without the platform, whatever the modes: cheap, and every mode is compared with it galaxy by galaxy
+    results["a_offline_all"] = {"name": "(a) 40 votes, majority, without the platform, every non-gold galaxy"} | \
+        offline_majority(crowd, non_gold, 40, args.seed)
+    print(json.dumps(results["a_offline_all"]), flush=True)
     try:
         for key in args.modes:
             name, policy, active_learning, majority, pace = modes[key]
@@ -526,10 +563,12 @@ def main() -> None:
             print(f"{name} ...", flush=True)
             run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=pace)
             results[key] = {"name": name, "policy": policy} | measure(workflow, crowd, index_of, run, majority)
+            right = {g: lab == crowd.labels[g] for g, _, lab in results[key]["outcomes"]}
+            results[key]["paired"] = paired_against_a(right, crowd, non_gold, args.seed)
             replay = rebuild_hot_state(workflow.pk)  # exactly once under load: the log replays to the live state
             results[key]["log_replay"] = {"max_posterior_difference": replay.max_posterior_difference,
                                           "retirement_mismatches": len(replay.retirement_mismatches)}
-            print(json.dumps(results[key]), flush=True)
+            print(json.dumps({k: v for k, v in results[key].items() if k != "outcomes"}), flush=True)
     finally:
         for worker in workers:
             worker.terminate()
