@@ -4,6 +4,7 @@
     .venv/bin/python bench/engine_class_prior.py --seeds 0 1 2 3 4 --out bench/results/engine_class_prior.json
     .venv/bin/python bench/engine_class_prior.py --posteriors 0.995 0.997 0.999 --out bench/results/engine_posterior.json
     .venv/bin/python bench/engine_class_prior.py --skip-priors --difficulty-posteriors 0.95 0.97 --out bench/results/engine_difficulty_online.json
+    .venv/bin/python bench/engine_class_prior.py --skip-priors --order-seeds 100 200 [--refit-start 250] --out bench/results/engine_arrival_order.json
 
 Mode (b) of ``bench/machine_loop.py`` (the platform's engine, policy ``min:3,posterior:0.99,max:40``, skills
 learned online from consensus, a batch refit every ``--refit-every`` answers), replayed in-process on the
@@ -15,6 +16,9 @@ seconds instead of ten minutes, to compare engine settings:
 - ``true share``: fixed at the real share of featured galaxies, which no real project knows;
 - with ``--posteriors``, also the learned prior at other consensus thresholds than 0.99: what each
   costs in votes and gains in accuracy against (a) (``bench/results/engine_posterior.json``);
+- with ``--order-seeds``, the learned prior again with the volunteers arriving in other orders: the
+  engine learns online, and the order alone moves its votes and accuracy (``bench/results/engine_arrival_order.json``);
+  ``--refit-start`` refits early and often at first (after 250, 500, 1,000 answers, ...);
 - with ``--difficulty-posteriors``, the engine with a difficulty per galaxy (estimator option
   ``difficulty``, ``aggregation.difficulty``) at those thresholds (``bench/results/engine_difficulty_online.json``).
 
@@ -44,8 +48,10 @@ from aggregation.retirement import parse_policy  # noqa: E402
 
 
 def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, per_visit: int, seed: int,
-                 posterior: float = ENGINE_POSTERIOR) -> dict:
-    """Volunteers visit until every non-gold galaxy is retired; returns votes and accuracy."""
+                 posterior: float = ENGINE_POSTERIOR, refit_start: int = 0) -> dict:
+    """Volunteers visit until every non-gold galaxy is retired; returns votes and accuracy. ``seed``
+    orders the volunteers' arrivals; ``refit_start`` > 0: the first refit after that many answers,
+    the next ones at double the answers so far until the gap reaches ``refit_every``."""
     n_galaxies, n_volunteers = len(crowd.labels), len(crowd.offsets)
     estimator = ConsensusEstimator(2, policy=parse_policy(engine_policy(posterior)), **options)
     queue = [g for g in range(n_galaxies) if g not in gold] + sorted(gold)
@@ -53,7 +59,8 @@ def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, 
     answers_of = np.zeros(n_galaxies, dtype=int)
     labels: dict[int, int] = {}
     rng = random.Random(seed)
-    votes = since_refit = 0
+    votes = answers = 0
+    next_refit = refit_start or refit_every
     while any(g not in gold for g in queue):
         v = rng.randrange(n_volunteers)
         visit = [g for g in queue if g not in seen[v]][:per_visit]
@@ -66,9 +73,9 @@ def engine_alone(crowd: Crowd, gold: set[int], options: dict, refit_every: int, 
             votes += 1
             if decision.retired is not None:
                 labels[g] = int(np.argmax(decision.posterior))
-        since_refit += len(visit)
-        if refit_every and since_refit >= refit_every:
-            since_refit = 0
+        answers += len(visit)
+        if refit_every and answers >= next_refit:
+            next_refit = min(2 * answers, answers + refit_every) if refit_start else answers + refit_every
             for g in estimator.refit():
                 labels[int(g)] = int(np.argmax(estimator.predict_proba([g])[0]))
         queue = [g for g in queue if g not in labels and answers_of[g] < 40]
@@ -89,6 +96,10 @@ def main() -> None:
     parser.add_argument("--volunteers", type=int, default=250)
     parser.add_argument("--gold-share", type=float, default=0.05)
     parser.add_argument("--refit-every", type=int, default=2000)
+    parser.add_argument("--refit-start", type=int, default=0,
+                        help="first refit after this many answers, then at doubling counts up to --refit-every apart (0: every --refit-every)")
+    parser.add_argument("--order-seeds", type=int, nargs="*", default=[],
+                        help="also run the learned prior with the volunteers arriving in these other orders (the crowd stays the seed's)")
     parser.add_argument("--per-visit", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--posteriors", type=float, nargs="*", default=[],
@@ -111,14 +122,17 @@ def main() -> None:
         settings = (("uniform", {}), ("learned", {"learn_class_prior": True}), ("true share", {"class_prior": [1 - share, share]}))
         for name, options in settings[1:2] if args.skip_priors else settings:
             t0 = time.monotonic()
-            run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed) | {
+            run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed, refit_start=args.refit_start) | {
                 "seconds": round(time.monotonic() - t0, 1)}
+        for order in args.order_seeds:  # the same crowd, another arrival order: how much the order alone moves the figures
+            run[f"learned, arrival order {order}"] = engine_alone(crowd, gold, {"learn_class_prior": True}, args.refit_every, args.per_visit,
+                                                                 order, refit_start=args.refit_start)
         for label, options, posteriors in (("learned", {"learn_class_prior": True}, args.posteriors),
                                            ("difficulty", {"learn_class_prior": True, "difficulty": True}, args.difficulty_posteriors)):
             for posterior in posteriors:
                 t0 = time.monotonic()
                 run[f"{label}, posterior {posterior:g}"] = engine_alone(
-                    crowd, gold, options, args.refit_every, args.per_visit, seed, posterior) | {"seconds": round(time.monotonic() - t0, 1)}
+                    crowd, gold, options, args.refit_every, args.per_visit, seed, posterior, args.refit_start) | {"seconds": round(time.monotonic() - t0, 1)}
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
     if args.out:

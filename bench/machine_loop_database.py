@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from machine_loop import Crowd, gz1_galaxies  # sets up the paths and the bench's data folder
+from machine_loop import (  # sets up the paths and the bench's data folder
+    Crowd,
+    gold_indices,
+    gz1_galaxies,
+    majority_outcomes,
+)
 
 from live.engine import MACHINE_RETIRE_KEY  # noqa: E402  (no Django in it)
 
@@ -144,6 +150,25 @@ def confirmation_estimate(workflow, crowd: Crowd, index_of: dict[int, int], cons
     }
 
 
+SHARE_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+
+
+def by_crowd_difficulty(outcomes: list, crowd: Crowd, non_gold: list[int], seed: int) -> dict:
+    """(c)'s retired labels and (a)'s exact accuracy (``majority_outcomes``) on the same galaxies, by
+    how hard each galaxy is for the crowd (its real counterpart's vote share q): where (c) loses to
+    or beats 40 votes, and whether by the machine or by the consensus."""
+    _, expected = majority_outcomes(crowd, non_gold, 40, seed)
+    a_exact = dict(zip(non_gold, expected, strict=True))
+    rows: dict[float, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for galaxy, reason, label in outcomes:
+        low = max(b for b in SHARE_BINS if b <= crowd.q[galaxy])
+        rows[low]["a"].append(a_exact[galaxy])
+        rows[low][reason].append(label == crowd.labels[galaxy])
+    return {f"q {low:.1f}-{min(high, 1.0):.1f}": {"galaxies": len(rows[low]["a"]), "a_exact_accuracy": round(float(np.mean(rows[low]["a"])), 4)}
+            | {reason: {"galaxies": len(v), "accuracy": round(float(np.mean(v)), 4)} for reason, v in rows[low].items() if reason != "a"}
+            for low, high in zip(SHARE_BINS, SHARE_BINS[1:], strict=False) if rows[low]["a"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="the run's JSON (bench/machine_loop.py --out)")
@@ -172,7 +197,13 @@ def main() -> None:
         "versions_on_gold": versions_on_gold(workflow),
         "confirmation_estimate": confirmation_estimate(workflow, crowd, index_of, consensus),
     }
-    for key in ("human_votes", "machine_passes", "confirmation_estimate"):
+    if "outcomes" in run["c"]:  # runs from commit 112a98b on
+        gold = gold_indices(len(galaxies), run["args"]["gold_share"], random.Random(run["args"]["seed"]))
+        non_gold = [i for i in range(len(galaxies)) if i not in gold]
+        figures["by_crowd_difficulty"] = by_crowd_difficulty(run["c"]["outcomes"], crowd, non_gold, run["args"]["seed"])
+    for key in ("human_votes", "machine_passes", "confirmation_estimate", "by_crowd_difficulty"):
+        if key not in figures:
+            continue
         print(key, json.dumps(figures[key], indent=1))
     print("versions on gold (version state trained n_train | line retired, accuracy | own rule | new):")
     for v in figures["versions_on_gold"]:
