@@ -5,8 +5,9 @@
 Reads the bench's own database (``CHORUS_DATA_DIR``, by default ``/tmp/chorus-bench-machine``,
 which holds the last run) and the run's JSON (for the crowd's seed and size), changes nothing,
 and prints where (c)'s human votes went, how accurate the machine's retirements were by pass, by
-answer and by stated confidence, what each model version would have newly retired on gold, and what one human
-answer confirming each machine retirement would have cost and bought. Why a script: these are the
+answer and by stated confidence, what each model version would have newly retired on gold, what one human
+answer confirming each machine retirement would have cost and bought, and (runs that kept ``outcomes``) how
+right (c)'s machine and consensus and (a), exactly, were by the galaxy's difficulty for the crowd. Why a script: these are the
 figures that decide which change to the loop is worth a 35-minute run (``machine_loop_6493.md``).
 
 The confirmation estimate uses the simulated crowd's own probabilities: a random volunteer agrees
