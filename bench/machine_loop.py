@@ -252,29 +252,33 @@ def majority_outcomes(crowd: Crowd, galaxies: list[int], votes: int, seed: int) 
     return drawn, expected
 
 
+def majority_summary(drawn: np.ndarray, expected: np.ndarray, votes: int) -> dict:
+    """(a)'s figures from ``majority_outcomes``: its accuracy with one draw of volunteers per galaxy,
+    and its exact expected accuracy over the draws (free of which volunteers happened to be drawn)."""
+    return {"galaxies": len(drawn), "human_votes_per_retired_galaxy": float(votes),
+            "accuracy_of_retired": round(float(drawn.mean()), 4) if len(drawn) else 0.0,
+            "accuracy_expected_over_draws": round(float(expected.mean()), 4) if len(drawn) else 0.0}
+
+
 def offline_majority(crowd: Crowd, galaxies: list[int], votes: int, seed: int) -> dict:
-    """(a) without the platform: its accuracy with one draw of volunteers per galaxy, and its exact
-    expected accuracy over the draws (free of which volunteers happened to be drawn)."""
-    drawn, expected = majority_outcomes(crowd, galaxies, votes, seed)
-    return {"galaxies": len(galaxies), "human_votes_per_retired_galaxy": float(votes),
-            "accuracy_of_retired": round(float(drawn.mean()), 4) if len(galaxies) else 0.0,
-            "accuracy_expected_over_draws": round(float(expected.mean()), 4) if len(galaxies) else 0.0}
+    """(a) without the platform on the given galaxies (``majority_summary``)."""
+    return majority_summary(*majority_outcomes(crowd, galaxies, votes, seed), votes)
 
 
-def paired_against_a(outcomes: dict[int, bool], crowd: Crowd, non_gold: list[int], seed: int) -> dict:
-    """A mode's retired labels against (a) without the platform on the same galaxies, paired galaxy by
-    galaxy (``aggregation.evaluation``): against (a)'s one draw and against its exact expectation."""
-    drawn, expected = majority_outcomes(crowd, non_gold, 40, seed)  # the same draws as a_offline_all
+def paired_against_a(right: dict[int, bool], a_drawn: np.ndarray, a_expected: np.ndarray, non_gold: list[int]) -> dict:
+    """A mode's retired labels (``right``: galaxy index -> whether right) against (a) without the
+    platform (``majority_outcomes`` on ``non_gold``) on the same galaxies, paired galaxy by galaxy
+    (``aggregation.evaluation``): against (a)'s one draw and against its exact expectation."""
     position = {g: i for i, g in enumerate(non_gold)}
-    galaxies = [g for g in outcomes if g in position]
-    mine = np.array([outcomes[g] for g in galaxies], dtype=bool)
+    galaxies = [g for g in right if g in position]
+    mine = np.array([right[g] for g in galaxies], dtype=bool)
     at = [position[g] for g in galaxies]
-    out = {}
-    for name, a in (("vs_a_drawn", drawn[at]), ("vs_a_expected", expected[at])):
-        d = paired_accuracy_difference(a, mine).to_dict()
-        out[name] = {k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v] if isinstance(v, list) else v)
-                     for k, v in d.items()}
-    return out
+
+    def rounded(value: object) -> object:
+        return round(value, 5) if isinstance(value, float) else [round(x, 5) for x in value] if isinstance(value, list) else value
+
+    return {name: {k: rounded(v) for k, v in paired_accuracy_difference(a[at], mine).to_dict().items()}
+            for name, a in (("vs_a_drawn", a_drawn), ("vs_a_expected", a_expected))}
 
 
 def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str,
@@ -552,8 +556,9 @@ def main() -> None:
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe()}
     non_gold = [i for i in range(len(galaxies)) if i not in gold_index]
     # (a) without the platform, whatever the modes: cheap, and every mode is compared with it galaxy by galaxy
+    a_drawn, a_expected = majority_outcomes(crowd, non_gold, 40, args.seed)
     results["a_offline_all"] = {"name": "(a) 40 votes, majority, without the platform, every non-gold galaxy"} | \
-        offline_majority(crowd, non_gold, 40, args.seed)
+        majority_summary(a_drawn, a_expected, 40)
     print(json.dumps(results["a_offline_all"]), flush=True)
     try:
         for key in args.modes:
@@ -564,7 +569,7 @@ def main() -> None:
             run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=pace)
             results[key] = {"name": name, "policy": policy} | measure(workflow, crowd, index_of, run, majority)
             right = {g: lab == crowd.labels[g] for g, _, lab in results[key]["outcomes"]}
-            results[key]["paired"] = paired_against_a(right, crowd, non_gold, args.seed)
+            results[key]["paired"] = paired_against_a(right, a_drawn, a_expected, non_gold)
             replay = rebuild_hot_state(workflow.pk)  # exactly once under load: the log replays to the live state
             results[key]["log_replay"] = {"max_posterior_difference": replay.max_posterior_difference,
                                           "retirement_mismatches": len(replay.retirement_mismatches)}
