@@ -730,6 +730,22 @@ class BoxEngine:
         sub = self._subjects.get(subject)
         return None if sub is None else sub.retired
 
+    def retire(self, subject: str, reason: str) -> bool:
+        """Retire a subject from outside the engine's policy (a whole-workflow decision): its
+        volunteers are credited from its consensus now and later boxes no longer count. Returns
+        False if the subject is unknown or already retired."""
+        sub = self._subjects.get(subject)
+        if sub is None or sub.retired is not None:
+            return False
+        sub.retired = reason
+        self.finalise(subject)
+        return True
+
+    def unseen_risk(self) -> float:
+        """The expected errors on a subject nobody has drawn on yet: every object it holds is
+        missed (the engine's learned number of objects per subject)."""
+        return float(self._globals()[0])
+
     def finalise(self, subject: str) -> None:
         """Credit a subject's volunteers from its consensus now (e.g. when it is withdrawn)."""
         sub = self._subjects[subject]

@@ -37,6 +37,7 @@ from .core import (
     information_bits,
     normalise_log,
 )
+from .defaults import LEARN_CLASS_PRIOR
 from .difficulty import (
     DEFAULT_GRID,
     DifficultyParameters,
@@ -89,7 +90,8 @@ class ConsensusEstimator(IndexedAnswers):
     consensus_min_confidence: consensus credit only from subjects at least this sure (a
         subject's first answers, credited against a vague posterior, would drag every
         volunteer's skill towards chance).
-    learn_class_prior: whether ``fit``/``refit`` re-estimate the class prior.
+    learn_class_prior: whether ``fit``/``refit`` re-estimate the class prior (default
+        ``defaults.LEARN_CLASS_PRIOR``: yes, see there why).
     learn_skill_prior: whether ``fit``/``refit`` move the mean of the skill prior (what a
         newcomer is assumed to be) to the crowd's pooled confusion matrix, keeping its
         strength: empirical Bayes, as in Lean Crowdsourcing. Its first value comes from
@@ -120,7 +122,7 @@ class ConsensusEstimator(IndexedAnswers):
         clip: tuple[float, float] | None = DEFAULT_CLIP,
         learn: Sequence[str] = ("gold", "consensus"),
         consensus_min_confidence: float = 0.9,
-        learn_class_prior: bool = False,
+        learn_class_prior: bool = LEARN_CLASS_PRIOR,
         learn_skill_prior: bool = True,
         leave_one_out: bool = True,
         difficulty: bool = False,
@@ -446,6 +448,17 @@ class ConsensusEstimator(IndexedAnswers):
                     newly = True
         retired = None if self._retired[s] < 0 else self._reasons[self._retired[s]]
         return Decision(subject, np.exp(self._log_post[s]), retired, newly, counted)
+
+    def retire(self, subject: Hashable, reason: str) -> bool:
+        """Retire a subject from outside the policy (a whole-workflow decision, the machine):
+        later answers no longer count, and "retired" learning credits its answers now. Logged,
+        so ``replay_log`` repeats it. Returns False if the subject is unknown or already retired."""
+        s = self._subjects.pos.get(_json_id(subject))
+        if s is None or self._retired[s] >= 0:
+            return False
+        self._events.append({"at": self.n_logged, "kind": "retire", "subject": subject, "reason": reason})
+        self._retire(s, reason)
+        return True
 
     def _retire(self, s: int, reason: str) -> None:
         self._retired[s] = self._reason_code(reason)
@@ -893,6 +906,8 @@ def replay_log(config: dict, records: Iterable[dict]) -> ConsensusEstimator:
             est.set_gold(rec["subject"], rec["truth"])
         elif kind == "prior":
             est.add_prior(rec["subject"], rec["probabilities"])
+        elif kind == "retire":
+            est.retire(rec["subject"], rec["reason"])
         else:
             raise ValueError(f"unknown log record kind {kind!r}")
     return est

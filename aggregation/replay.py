@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .defaults import CLI_ONLINE_POLICY
 from .estimator import ConsensusEstimator
 from .io import AnswerTable
 from .retirement import RetirementPolicy, parse_policy
 
-DEFAULT_ONLINE_POLICY = "min:3,risk:0.003"
+DEFAULT_ONLINE_POLICY = CLI_ONLINE_POLICY  # see aggregation.defaults for why it differs from the platform's
 
 
 @dataclass

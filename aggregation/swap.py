@@ -46,6 +46,7 @@ def swap_estimator(
         clip=clip,
         learn=("gold",),
         learn_skill_prior=False,
+        learn_class_prior=False,  # SWAP as published: the prior stays what it is given
         policy=gzx_policy(detection, rejection),
     )
 

@@ -252,11 +252,12 @@ def test_refit_leaves_each_subjects_own_answers_out_of_the_skills_that_weigh_the
                      strict=True))
     posteriors = {}
     for loo in (True, False):
-        est = ConsensusEstimator(n_classes, learn_skill_prior=False, leave_one_out=loo)
+        est = ConsensusEstimator(n_classes, learn_skill_prior=False, leave_one_out=loo,
+                                 learn_class_prior=False)  # the prior's share, not the class's
         est.partial_fit(rows, chunk_size=100)
         est.refit()
         posteriors[loo] = est.predict_proba(["lonely"])[0]
-    prior = ConsensusEstimator(n_classes).confusion("stranger")[:, 1]
+    prior = ConsensusEstimator(n_classes, learn_class_prior=False).confusion("stranger")[:, 1]
     expected = prior**3 / (prior**3).sum()
     np.testing.assert_allclose(posteriors[True], expected, atol=1e-9)
     risk = 1 - expected[1]
