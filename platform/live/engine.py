@@ -1,11 +1,13 @@
 """The one place where the platform drives the aggregation engine (``aggregation/``).
 
-A workflow's engine (``WorkflowEngine``) is an ``aggregation.WorkflowAggregator`` over its question
-tree plus one ``aggregation.boxes.BoxEngine`` per rectangle tool of its drawing tasks, configured
-from ``Workflow.retirement``:
-``{"policy": "min:3,posterior:0.99,max:40" | {"rules": [...]}, "estimator": {ConsensusEstimator kwargs}}``.
-The first question decides retirement; boxes are aggregated alongside (objects with P(real) and
-their expected risk) and shown and exported with the subject.
+A workflow's engine (``WorkflowEngine``) is an ``aggregation.WorkflowAggregator`` over its whole task
+tree (every question node, every rectangle tool of its drawing tasks), configured from
+``Workflow.retirement``:
+``{"scope": "workflow", "required": [...], "bar": 0.01 | {task: bar}, "min": 3, "budget": 40,
+"estimator": {ConsensusEstimator kwargs}, "machine_agents": "one" | "by_confidence"}``
+(see ``aggregation.workflow.WorkflowRetirement``), or with ``"scope": "first_question"`` and a
+``"policy"`` the earlier rule where the first question alone decides. Every default lives in
+``aggregation.defaults``.
 """
 
 from __future__ import annotations
@@ -17,23 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aggregation.boxes import BoxEngine
+from aggregation import defaults
 from aggregation.estimator import ConsensusEstimator
-from aggregation.retirement import RetirementPolicy, parse_policy, policy_from_dict
-from aggregation.workflow import WorkflowAggregator
+from aggregation.workflow import SettingsError, WorkflowAggregator, WorkflowRetirement
 
-# Humans retire a subject once one answer of the first question is 99% sure (after at least three
-# counted classifications, so one early lucky streak cannot), and in any case after 40, Galaxy Zoo 2's
-# budget per galaxy.
-DEFAULT_POLICY = "min:3,posterior:0.99,max:40"
-# What the platform's engines learn unless a workflow's settings say otherwise. The class prior: every
-# refit re-estimates the share of each answer (Dawid–Skene's EM does) instead of keeping it uniform.
-# Why: most galaxies are not 50:50 (GZ1: 72% smooth), and a uniform prior makes every smooth galaxy
-# start as a coin toss. On GZ1 with the bench's simulated crowds (five of them, engine alone,
-# ``bench/engine_class_prior.py``) a uniform prior took 9.4 votes per galaxy at 95.2% right, the
-# learned one 7.7 at 96.4%, nearly what knowing the true share gives (7.5 at 96.8%).
-# ``{"learn_class_prior": false}`` keeps the prior fixed (SWAP's way).
-DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": True}
+# The first-question rule's policy (scope "first_question"): aggregation.defaults says why.
+DEFAULT_POLICY = defaults.FIRST_QUESTION_POLICY
+# What the platform's engines learn unless a workflow's settings say otherwise: the library's own
+# defaults (aggregation.defaults.LEARN_CLASS_PRIOR), written into each stored config so that a later
+# change of default never changes how a log replays. ``{"learn_class_prior": false}`` keeps the
+# prior fixed (SWAP's way).
+DEFAULT_ESTIMATOR_OPTIONS: dict[str, Any] = {"learn_class_prior": defaults.LEARN_CLASS_PRIOR}
 # ``{"difficulty": true}``: the engine models a difficulty per subject (``aggregation.difficulty``), so
 # that agreeing answers on a hard subject are not taken for more evidence than they are; its posterior
 # is calibrated (GZ1 simulated crowds, offline: 0.97 → 96.7–98.1% right, where Dawid–Skene's 0.99 was
@@ -63,34 +59,53 @@ ESTIMATOR_OPTIONS = {
 }
 
 
-def policy_of(config: dict) -> RetirementPolicy:
-    policy = config.get("policy", DEFAULT_POLICY)
-    return parse_policy(policy) if isinstance(policy, str) else policy_from_dict(policy)
+ENGINE_KEYS = {"estimator", "machine_agents"}
 
 
-def validate_engine_config(config: Any) -> list[str]:
-    """Problems with a workflow's ``retirement`` settings (empty when valid)."""
+def _retirement_settings(config: dict) -> dict:
+    """The part of a workflow's settings that ``WorkflowRetirement`` reads."""
+    return {k: v for k, v in config.items() if k not in ENGINE_KEYS}
+
+
+def validate_engine_config(config: Any, tasks: dict) -> list[str]:
+    """Problems with a workflow's ``retirement`` settings for its task tree, as ``"field: message"``
+    (empty when valid)."""
     if not isinstance(config, dict):
-        return ["retirement settings must be an object"]
+        return ["retirement: settings must be an object"]
     errors = []
     try:
-        policy_of(config)
-    except (ValueError, TypeError) as error:
-        errors.append(f"policy: {error}")
-    unknown = set(config.get("estimator", {})) - ESTIMATOR_OPTIONS
-    if unknown:
-        errors.append(f"estimator: unknown options {sorted(unknown)}")
+        WorkflowRetirement.from_settings(_retirement_settings(config), tasks["tasks"], tasks["first_task"])
+    except SettingsError as error:
+        errors.extend(error.problems)
+    options = config.get("estimator", {})
+    if not isinstance(options, dict):
+        errors.append("estimator: must be an object")
+    else:
+        unknown = set(options) - ESTIMATOR_OPTIONS
+        if unknown:
+            errors.append(f"estimator: unknown options {sorted(unknown)}")
     if config.get("machine_agents", DEFAULT_MACHINE_AGENTS) not in MACHINE_AGENTS:
         errors.append(f"machine_agents: one of {list(MACHINE_AGENTS)}")
     return errors
 
 
-def engine_config(workflow_retirement: dict) -> dict:
-    """The normalised settings an engine is built from (stored with the log it applies)."""
-    # The defaults are written into the stored settings, so a log keeps replaying with what it was applied with.
+def engine_config(workflow_retirement: dict, tasks: dict) -> dict:
+    """The normalised settings an engine is built from (stored with the log it applies): every default
+    resolved and written in, so a log keeps replaying with what it was applied with."""
+    retirement = WorkflowRetirement.from_settings(_retirement_settings(workflow_retirement), tasks["tasks"], tasks["first_task"])
     estimator = DEFAULT_ESTIMATOR_OPTIONS | dict(workflow_retirement.get("estimator", {}))
-    return {"policy": policy_of(workflow_retirement).to_dict(), "estimator": estimator,
+    return {"retirement": retirement.to_dict(), "estimator": estimator,
             "machine_agents": workflow_retirement.get("machine_agents", DEFAULT_MACHINE_AGENTS)}
+
+
+def stored_retirement(config: dict) -> WorkflowRetirement:
+    """The retirement of a stored config. Configs stored before whole-workflow retirement have a bare
+    "policy" and no "retirement": they were applied with the first-question rule, and replay so."""
+    if "retirement" in config:
+        return WorkflowRetirement.from_dict(config["retirement"])
+    from aggregation.retirement import policy_from_dict
+
+    return WorkflowRetirement(scope="first_question", policy=policy_from_dict(config["policy"]))
 
 
 def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
@@ -102,52 +117,44 @@ def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
 
 
 class WorkflowEngine:
-    """Questions and boxes of one workflow, applied together, serialised together."""
+    """One workflow's aggregator and how machine agents enter it, serialised together."""
 
-    def __init__(self, questions: WorkflowAggregator, boxes: dict[str, BoxEngine], machine_agents: str = DEFAULT_MACHINE_AGENTS) -> None:
-        self.questions = questions
-        self.boxes = boxes  # "<drawing task>.<tool index>" → engine
+    def __init__(self, aggregator: WorkflowAggregator, machine_agents: str = DEFAULT_MACHINE_AGENTS) -> None:
+        self.aggregator = aggregator
         self.machine_agents = machine_agents  # see MACHINE_AGENTS
 
     @property
     def first_task(self) -> str:
-        return self.questions.first_task
+        return self.aggregator.first_task
 
     @property
     def estimators(self) -> dict[str, Any]:
-        return self.questions.estimators
+        return self.aggregator.estimators
+
+    @property
+    def boxes(self) -> dict[str, Any]:
+        return self.aggregator.boxes
 
     def to_dict(self) -> dict:
-        return {"questions": self.questions.to_dict(), "boxes": {k: e.to_dict() for k, e in self.boxes.items()},
-                "machine_agents": self.machine_agents}
+        return {"format": ENGINE_FORMAT, "aggregator": self.aggregator.to_dict(), "machine_agents": self.machine_agents}
 
     @classmethod
     def from_dict(cls, data: dict) -> WorkflowEngine:
-        return cls(
-            WorkflowAggregator.from_dict(data["questions"]), {k: BoxEngine.from_dict(v) for k, v in data["boxes"].items()},
-            data.get("machine_agents", DEFAULT_MACHINE_AGENTS),
-        )
+        """Raises ``ValueError`` for a state saved in another format (the caller replays the log)."""
+        if data.get("format") != ENGINE_FORMAT:
+            raise ValueError(f"engine state format {data.get('format')!r} is not {ENGINE_FORMAT!r}")
+        return cls(WorkflowAggregator.from_dict(data["aggregator"]), data.get("machine_agents", DEFAULT_MACHINE_AGENTS))
+
+
+ENGINE_FORMAT = "chorus-engine/2"
 
 
 def new_engine(tasks: dict, config: dict) -> WorkflowEngine:
-    policy = policy_of(config)
-    options = config.get("estimator", {})
-
-    def make_estimator(task_key: str, n_classes: int) -> ConsensusEstimator:
-        # Retirement is decided on the first question; the other nodes only aggregate.
-        return ConsensusEstimator(n_classes, policy=policy if task_key == tasks["first_task"] else None, **options)
-
-    first_question = tasks["first_task"]
-    if tasks["tasks"][first_question]["type"] not in ("single", "multiple"):
-        raise ValueError("the live loop retires on the first task, which must be a question")
-    questions = WorkflowAggregator(dict(tasks["tasks"]), first_task=first_question, make_estimator=make_estimator)
-    boxes = {
-        f"{key}.{index}": BoxEngine(policy=RetirementPolicy([]))  # boxes inform; the question retires
-        for key, task in tasks["tasks"].items()
-        if task["type"] == "drawing"
-        for index, _ in enumerate(task["tools"])
-    }
-    return WorkflowEngine(questions, boxes, config.get("machine_agents", DEFAULT_MACHINE_AGENTS))
+    aggregator = WorkflowAggregator(
+        dict(tasks["tasks"]), first_task=tasks["first_task"], retirement=stored_retirement(config),
+        estimator_options=config.get("estimator", {}),
+    )
+    return WorkflowEngine(aggregator, config.get("machine_agents", DEFAULT_MACHINE_AGENTS))
 
 
 @dataclass(frozen=True)
@@ -174,33 +181,17 @@ class Applied:
 
 
 def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
-    """Apply one classification; returns the subject's question posteriors and retirement."""
-    questions = engine.questions
-    gold = {k: v for k, v in (entry.gold or {}).items() if k in questions.estimators}
+    """Apply one classification; returns the subject's posteriors and retirement."""
+    aggregator = engine.aggregator
+    gold = {k: v for k, v in (entry.gold or {}).items() if k in aggregator.estimators or f"{k}.0" in aggregator.boxes}
     agent: Any = entry.volunteer_id
     if entry.machine_probabilities and engine.machine_agents == "by_confidence":
         agent = machine_worker(entry.volunteer_id, entry.machine_probabilities)
-    decisions = questions.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
-    for annotation in entry.annotations:
-        task = questions.tasks.get(annotation["task"], {})
-        if task.get("type") != "drawing":
-            continue
-        for index in range(len(task["tools"])):
-            marks = [(m["x"], m["y"], m["width"], m["height"]) for m in annotation["value"] if m["tool"] == index]
-            box_gold = (entry.gold or {}).get(annotation["task"])
-            truth = None
-            if isinstance(box_gold, list):
-                truth = [(m["x"], m["y"], m["width"], m["height"]) for m in box_gold if m.get("tool", 0) == index]
-            engine.boxes[f"{annotation['task']}.{index}"].add_classification(
-                str(entry.subject_id), str(entry.volunteer_id), marks, counts=entry.counts, gold=truth
-            )
-    first = decisions.get(questions.first_task)
-    posteriors = {key: posterior_of(engine, entry.subject_id, key) for key in decisions}
-    if first is None:
-        return Applied(posteriors, questions.retirement_reason(entry.subject_id), False)
-    if entry.machine_retire and first.retired is None and _machine_retire(questions, entry):
+    decision = aggregator.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
+    posteriors = {key: posterior_of(engine, entry.subject_id, key) for key in decision.questions}
+    if entry.machine_retire and decision.retired is None and _machine_retire(aggregator, entry):
         return Applied(posteriors, MACHINE_REASON, True)
-    return Applied(posteriors, first.retired, bool(first.newly_retired))
+    return Applied(posteriors, decision.retired, decision.newly_retired)
 
 
 # Retirement by the machine agent: the reason recorded, and the classification metadata key that asks for it.
@@ -208,28 +199,41 @@ MACHINE_REASON = "machine"
 MACHINE_RETIRE_KEY = "machine_retire"
 
 
-def _machine_retire(questions: WorkflowAggregator, entry: LoggedClassification) -> bool:
-    """Retire an active, non-gold subject on the machine's confident answer when the subject's
-    posterior (every answer so far, the machine's included) agrees with that answer.
+def _machine_retire(aggregator: WorkflowAggregator, entry: LoggedClassification) -> bool:
+    """Retire an active, non-gold subject on the machine's confident answer to the first question when
+    the subject's posterior (every answer so far, the machine's included) agrees with that answer, and,
+    with whole-workflow retirement, every other required task is already settled: the machine vouches
+    for the question it answered, never for the rest of the tree.
 
     Decided from the log alone, so a rebuild repeats it exactly."""
-    estimator = questions.estimators[questions.first_task]
+    first = aggregator.first_task
+    estimator = aggregator.estimators.get(first)
     if not isinstance(estimator, ConsensusEstimator):
         return False
-    answer = next((a["value"] for a in entry.annotations if a.get("task") == questions.first_task), None)
-    state = estimator.subject_state(entry.subject_id)
-    if not isinstance(answer, int) or state["gold"] is not None or state["retired"] is not None:
+    answer = next((a["value"] for a in entry.annotations if a.get("task") == first), None)
+    if not isinstance(answer, int):
         return False
-    log_posterior = state["log_posterior"]
-    if max(range(len(log_posterior)), key=log_posterior.__getitem__) != answer:
+    posterior = estimator.predict_proba([entry.subject_id])[0]
+    if int(posterior.argmax()) != answer:
         return False
-    state["retired"] = MACHINE_REASON
-    estimator.load_subject_state(entry.subject_id, state)
-    return True
+    if aggregator.retirement.scope == "workflow" and any(
+            not risk.settled for risk in aggregator.task_risks(entry.subject_id) if risk.task != first):
+        return False
+    return aggregator.retire(entry.subject_id, MACHINE_REASON)
 
 
 def posterior_of(engine: WorkflowEngine, subject_id: int, task_key: str) -> Any:
-    return engine.questions.posterior(subject_id, task_key)
+    return engine.aggregator.posterior(subject_id, task_key)
+
+
+def task_risks(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]:
+    """Each task's reach, risk, weighted risk, bar and whether it is settled (for the subject page)."""
+    return {risk.task: risk.to_dict() for risk in engine.aggregator.task_risks(subject_id)}
+
+
+def queue_value(engine: WorkflowEngine, subject_id: int) -> float:
+    """What one more human classification of this subject is worth (``WorkflowAggregator.value``)."""
+    return engine.aggregator.value(subject_id)
 
 
 def aggregated_boxes(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]:
@@ -253,21 +257,23 @@ def aggregated_boxes(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]
     return out
 
 
-def refit(engine: WorkflowEngine) -> None:
-    """The batch EM refit of every question node, warm-started from the current state."""
-    for estimator in engine.questions.estimators.values():
-        for node in estimator if isinstance(estimator, list) else [estimator]:
-            node.refit(retire=True)
+def refit(engine: WorkflowEngine) -> list[Any]:
+    """The batch EM refit of every question node, warm-started from the current state, then
+    retirement looked at again; returns the subjects it retired."""
+    return engine.aggregator.refit()
 
 
 def retired_subjects(engine: WorkflowEngine) -> dict[Any, str]:
     """Subject id → retirement reason, for every subject the engine has retired."""
-    return dict(engine.estimators[engine.first_task].retired())
+    return engine.aggregator.retired()
 
 
 def skill_bits(engine: WorkflowEngine, volunteer_id: int) -> float | None:
-    """The volunteer's expected information per answer on the first question, in bits."""
-    first = engine.estimators[engine.first_task]
+    """The volunteer's expected information per answer on the first question, in bits (None for a
+    workflow whose first task is a drawing, or a volunteer it has not seen)."""
+    first = engine.estimators.get(engine.first_task)
+    if not isinstance(first, ConsensusEstimator):
+        return None
     try:
         return float(first.skill_bits(volunteer_id))
     except KeyError:

@@ -63,7 +63,7 @@ class LostLock(RuntimeError):
 
 def aggregation_of(workflow: Workflow) -> WorkflowAggregation:
     agg, _ = WorkflowAggregation.objects.get_or_create(
-        workflow=workflow, defaults={"engine_config": engine_lib.engine_config(workflow.retirement or {})}
+        workflow=workflow, defaults={"engine_config": engine_lib.engine_config(workflow.retirement or {}, workflow.tasks)}
     )
     return agg
 
@@ -132,7 +132,12 @@ def _current_engine(workflow: Workflow, agg: WorkflowAggregation) -> tuple[Any, 
     blob, saved_version = hot_state.load_engine(workflow.pk)
     saved = _parse_version(saved_version)
     if blob is not None and saved is not None and saved[1] == len(agg.refit_at_seq) and saved[0] <= agg.applied_seq:
-        return replay_log(workflow, agg, engine_lib.from_bytes(blob), after_seq=saved[0]), rewrite_results
+        try:
+            saved_engine = engine_lib.from_bytes(blob)
+        except ValueError:  # saved by an earlier release in another format: the log is the truth
+            saved_engine = None
+        if saved_engine is not None:
+            return replay_log(workflow, agg, saved_engine, after_seq=saved[0]), rewrite_results
     logger.info("workflow %s: no usable engine state in Redis (%s, log at %s); replaying the log", workflow.pk, saved_version, version)
     return replay_log(workflow, agg), True
 
@@ -144,8 +149,14 @@ def _full_state(workflow: Workflow, engine: Any) -> tuple[dict[int, Any], dict[i
     return posteriors, {vid: engine_lib.skill_bits(engine, vid) for vid in volunteers}
 
 
+# Keys of a stored posterior that are not tasks ('@' is never in a task key: projects.task_tree).
+RISK_KEY = "@risk"  # each task's reach, risk, weighted risk, bar, settled (aggregation.workflow.TaskRisk)
+VALUE_KEY = "@value"  # what one more human classification is worth, in bits (docs/queue.md)
+
+
 def _posteriors(engine: Any, subject_id: int) -> dict[str, Any]:
-    """Posteriors of every question reached, and the aggregated boxes of every drawing task."""
+    """Posteriors of every question reached, the aggregated boxes of every drawing task, and the
+    whole workflow's risk by task and the subject's value for the queue."""
     out: dict[str, Any] = {}
     for key in engine.estimators:
         try:
@@ -153,7 +164,16 @@ def _posteriors(engine: Any, subject_id: int) -> dict[str, Any]:
         except KeyError:
             continue  # nobody reached this question for this subject yet
     out.update(engine_lib.aggregated_boxes(engine, subject_id))
+    out[RISK_KEY] = engine_lib.task_risks(engine, subject_id)
+    out[VALUE_KEY] = engine_lib.queue_value(engine, subject_id)
     return out
+
+
+def queue_priority(value: float, machine_score: float | None) -> float:
+    """A subject's place in the queue from its value for humans (bits) and, where the machine ranks
+    the queue, its acquisition term (docs/queue.md): in [0, 1), higher served first."""
+    total = max(float(value), 0.0) + (machine_score or 0.0)
+    return total / (1.0 + total)
 
 
 def has_unapplied(workflow_id: int) -> bool:
@@ -303,11 +323,13 @@ def _store_posteriors(workflow: Workflow, posteriors: dict[int, Any]) -> None:
     # order too, so the two can never wait on each other in a cycle (no deadlock).
     states = list(
         SubjectWorkflowState.objects.filter(workflow=workflow, subject_id__in=posteriors)
-        .order_by("id").select_for_update().only("id", "subject_id")
+        .order_by("id").select_for_update().only("id", "subject_id", "machine_score")
     )
     for state in states:
         state.posterior = posteriors[state.subject_id]
-    SubjectWorkflowState.objects.bulk_update(states, ["posterior"], batch_size=1000)
+        # The queue follows the engine: each applied classification moves its subject's priority.
+        state.priority = queue_priority(state.posterior.get(VALUE_KEY, 0.0), state.machine_score)
+    SubjectWorkflowState.objects.bulk_update(states, ["posterior", "priority"], batch_size=1000)
 
 
 def _retire(workflow: Workflow, reasons: dict[int, str], now: Any) -> list[dict]:
@@ -424,7 +446,8 @@ def rebuild_hot_state(workflow_id: int) -> RebuildReport:
         for state in SubjectWorkflowState.objects.filter(workflow=workflow).only("subject_id", "posterior", "status", "retirement_reason"):
             if state.posterior:
                 compared += 1
-                worst = max(worst, _difference(state.posterior, _posteriors(engine, state.subject_id)))
+                worst = max(worst, _difference(_questions_only(engine, state.posterior),
+                                               _questions_only(engine, _posteriors(engine, state.subject_id))))
             live_retired = state.status == SubjectWorkflowState.Status.RETIRED
             if live_retired != (state.subject_id in retired) or (live_retired and retired[state.subject_id] != state.retirement_reason):
                 mismatches.append(state.subject_id)
@@ -434,6 +457,14 @@ def rebuild_hot_state(workflow_id: int) -> RebuildReport:
         hot_state.save_engine(workflow_id, engine_lib.to_bytes(engine), agg.state_version)
         _LOCAL_ENGINES[workflow_id] = (_local_key(agg), engine)
         return RebuildReport(agg.applied_seq, compared, worst, sorted(mismatches))
+
+
+def _questions_only(engine: Any, posterior: dict) -> dict:
+    """The part of a stored posterior that is a function of its subject's own log and the refits: the
+    question posteriors. The boxes and the whole-workflow risks are snapshots taken when the subject
+    was last applied: they read engine-wide box skills and rates, which move whenever another subject
+    retires, so they are rewritten (in Redis) by a rebuild, not compared."""
+    return {key: value for key, value in posterior.items() if key in engine.estimators}
 
 
 def _difference(a: Any, b: Any) -> float:

@@ -1043,28 +1043,37 @@ def predict_unretired(version_id: int, on_batch: Callable[[], None] | None = Non
 
 
 def update_priorities(workflow: Workflow, scores: dict[int, float], exploration_share: float, seed: int = 0) -> set[int]:
-    """Queue priorities from acquisition scores (higher score, served sooner), a random share of the
-    subjects given a uniform random priority instead. Returns the subjects chosen to explore."""
+    """Queue priorities from acquisition scores, a random share of the subjects given a uniform random
+    priority instead. The machine's term is its score's rank among these subjects, in (0, 1), stored
+    as ``machine_score``; the priority adds it to the subject's value for humans (``@value`` of its
+    posterior, or a new subject's) as the live loop does (``live.services.queue_priority``, see
+    docs/queue.md). Returns the subjects chosen to explore."""
+    from projects.services import fresh_value
+
     if not scores:
         return set()
     rnd = random.Random(seed)
     ids = sorted(scores)
     explored = set(rnd.sample(ids, round(exploration_share * len(ids))))
     ranked = sorted((i for i in ids if i not in explored), key=lambda i: (scores[i], -i))
-    priority = {sid: (rank + 0.5) / len(ranked) for rank, sid in enumerate(ranked)}
-    priority |= {sid: rnd.random() for sid in sorted(explored)}
-    subject_ids = list(priority)
+    machine_score = {sid: (rank + 0.5) / len(ranked) for rank, sid in enumerate(ranked)}
+    random_priority = {sid: rnd.random() for sid in sorted(explored)}
+    subject_ids = list(machine_score) + list(random_priority)
+    unseen = fresh_value(workflow)
     for attempt in range(5):
         try:
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"""
                     UPDATE {SubjectWorkflowState._meta.db_table} AS s
-                       SET priority = v.priority
-                      FROM unnest(%s::bigint[], %s::double precision[]) AS v(subject_id, priority)
+                       SET machine_score = v.score,
+                           priority = COALESCE(v.fixed, (COALESCE((s.posterior->>'@value')::float, %s) + v.score)
+                                               / (1 + COALESCE((s.posterior->>'@value')::float, %s) + v.score))
+                      FROM unnest(%s::bigint[], %s::double precision[], %s::double precision[]) AS v(subject_id, score, fixed)
                      WHERE s.workflow_id = %s AND s.subject_id = v.subject_id
                     """,
-                    [subject_ids, [priority[i] for i in subject_ids], workflow.pk],
+                    [unseen, unseen, subject_ids, [machine_score.get(i) for i in subject_ids],
+                     [random_priority.get(i) for i in subject_ids], workflow.pk],
                 )
             break
         except OperationalError:  # a deadlock with the applier writing posteriors: PostgreSQL chose us

@@ -34,7 +34,9 @@ class Workflow(models.Model):
     active = models.BooleanField(default=True, help_text="Paused workflows serve no subjects.")
     retirement = models.JSONField(
         default=dict, blank=True,
-        help_text="Retirement policy of the aggregation engine (ordered rules); see aggregation/README.md.",
+        help_text='When a subject retires: {"scope": "workflow", "required": [...], "bar": 0.01 | {task: bar}, '
+        '"min": 3, "budget": 40} or {"scope": "first_question", "policy": "min:3,posterior:0.99,max:40"}, '
+        'plus "estimator" options; see aggregation/workflow.py.',
     )
     gold_feedback_rate = models.FloatField(
         default=1.0, help_text="Share of gold-standard subjects after which the volunteer is told the experts' answer.",
@@ -61,6 +63,11 @@ class Workflow(models.Model):
         errors = validate_task_tree(self.tasks)
         if errors:
             raise ValidationError({"tasks": errors})
+        from live.engine import validate_engine_config
+
+        problems = validate_engine_config(self.retirement or {}, self.tasks)
+        if problems:
+            raise ValidationError({"retirement": problems})
         if not 0.0 <= self.gold_feedback_rate <= 1.0:
             raise ValidationError({"gold_feedback_rate": "must lie between 0 and 1"})
 
@@ -136,6 +143,10 @@ class SubjectWorkflowState(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     classification_count = models.PositiveIntegerField(default=0, help_text="Classifications that count.")
     priority = models.FloatField(default=random_priority, help_text="Higher is served first.")
+    machine_score = models.FloatField(
+        null=True, blank=True,
+        help_text="The machine's acquisition term of the priority (its score's rank in (0, 1)); see docs/queue.md.",
+    )
     is_gold = models.BooleanField(default=False)
     posterior = models.JSONField(null=True, blank=True, help_text="Latest aggregated posterior, by task.")
     retired_at = models.DateTimeField(null=True, blank=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +181,11 @@ def link_subject_set(workflow: Workflow, subject_set: SubjectSet) -> int:
     workflow.subject_sets.add(subject_set)
     have = set(SubjectWorkflowState.objects.filter(workflow=workflow).values_list("subject_id", flat=True))
     task_keys = set(workflow.tasks["tasks"])
+    fresh = fresh_priority(workflow)
     new_states = [
         SubjectWorkflowState(
-            workflow=workflow, subject=subject, is_gold=bool(subject.gold and task_keys & set(subject.gold))
+            workflow=workflow, subject=subject, is_gold=bool(subject.gold and task_keys & set(subject.gold)),
+            priority=fresh + random.random() * FRESH_JITTER,
         )
         for subject in subject_set.subjects.all()
         if subject.id not in have
@@ -191,8 +194,35 @@ def link_subject_set(workflow: Workflow, subject_set: SubjectSet) -> int:
     return len(new_states)
 
 
+# New subjects of a workflow are all worth the same to the engine (nobody has seen them); a small
+# random spread orders them among themselves so that volunteers do not all start on the same ones.
+FRESH_JITTER = 1e-3
+
+
+def fresh_value(workflow: Workflow) -> float:
+    """What one human classification of a subject nobody has classified yet is worth, in bits, under
+    the workflow's engine settings (docs/queue.md)."""
+    from live import engine as engine_lib
+
+    config = engine_lib.engine_config(workflow.retirement or {}, workflow.tasks)
+    return engine_lib.queue_value(engine_lib.new_engine(workflow.tasks, config), "unseen subject")
+
+
+def fresh_priority(workflow: Workflow) -> float:
+    """The queue priority of a new subject, on the same scale as the ones the live loop writes, so
+    that new and partly classified subjects compare."""
+    from live.services import queue_priority
+
+    return queue_priority(fresh_value(workflow), None)
+
+
 def create_workflow(project: Project, name: str, tasks: dict, **settings: object) -> Workflow:
+    """A new workflow; its task tree and retirement settings are validated first (ValueError)."""
+    from live.engine import validate_engine_config
+
     errors = validate_task_tree(tasks)
+    if not errors:
+        errors = validate_engine_config(settings.get("retirement") or {}, tasks)
     if errors:
         raise ValueError("; ".join(errors))
     return Workflow.objects.create(project=project, name=name, tasks=tasks, **settings)

@@ -66,7 +66,7 @@ def _wait_until_applied(total: int, timeout: float = 90) -> None:
 def _offline_replay(workflow) -> WorkflowAggregator:
     """The question engine on its own, fed the log in the order the workers applied it."""
     agg = WorkflowAggregation.objects.get(workflow=workflow)
-    engine = engine_lib.new_engine(workflow.tasks, agg.engine_config).questions
+    engine = engine_lib.new_engine(workflow.tasks, agg.engine_config).aggregator
     for c in Classification.objects.filter(workflow=workflow).select_related("subject").order_by("applied_seq"):
         engine.add_classification(
             c.subject_id, c.volunteer_id, c.annotations, counts=c.counts,

@@ -57,7 +57,7 @@ def _submit_votes(
 
 @pytest.mark.parametrize("estimator", [{}, {"difficulty": True}], ids=["dawid_skene", "difficulty"])
 def test_a_refit_is_logged_and_the_rebuild_repeats_it(make_workflow, estimator: dict) -> None:
-    workflow = make_workflow(n=16, retirement={"policy": "min:3,posterior:0.999,max:40", "estimator": estimator})
+    workflow = make_workflow(n=16, retirement={"scope": "first_question", "policy": "min:3,posterior:0.999,max:40", "estimator": estimator})
     _submit_votes(workflow)
     apply_pending(workflow.pk)
     before = {s.subject_id: s.posterior["T0"] for s in workflow.subject_states.all()}
@@ -80,7 +80,7 @@ def test_a_refit_is_logged_and_the_rebuild_repeats_it(make_workflow, estimator: 
 def test_a_refit_learns_how_common_each_answer_is_unless_told_not_to(make_workflow, learn: bool) -> None:
     # One subject in five is "featured" (1): with the platform's default the refit's class prior follows
     # the crowd; a workflow that sets learn_class_prior false keeps the uniform prior.
-    retirement = {"policy": "max:40"} | ({} if learn else {"estimator": {"learn_class_prior": False}})
+    retirement = {"scope": "first_question", "policy": "max:40"} | ({} if learn else {"estimator": {"learn_class_prior": False}})
     workflow = make_workflow(n=40, retirement=retirement)
     subject_ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
     truth = {s: int(i % 5 == 0) for i, s in enumerate(subject_ids)}
@@ -89,7 +89,7 @@ def test_a_refit_learns_how_common_each_answer_is_unless_told_not_to(make_workfl
     refit_workflow(workflow.pk)
     agg = aggregation_of(workflow)
     assert agg.engine_config["estimator"].get("learn_class_prior", True) is learn
-    prior = replay_log(workflow, agg).questions.estimators["T0"].class_prior_
+    prior = replay_log(workflow, agg).aggregator.estimators["T0"].class_prior_
     if learn:
         # T0 has four answers; volunteers give only the first two (80:20), the other two stay rare.
         assert prior[0] > 0.6 and 0.1 < prior[1] < 0.35 and max(prior[2:]) < 0.05, prior
@@ -157,7 +157,7 @@ def test_redis_state_behind_postgres_is_caught_up_before_applying(make_workflow)
 
 
 def test_retirements_publish_events_and_leave_the_queue(make_workflow) -> None:
-    workflow = make_workflow(n=6, retirement={"policy": "agree:3"})
+    workflow = make_workflow(n=6, retirement={"scope": "first_question", "policy": "agree:3"})
     volunteers = [Volunteer.objects.create() for _ in range(3)]
     subject_id = workflow.subject_states.first().subject_id
     for volunteer in volunteers:
@@ -183,7 +183,7 @@ def test_ingest_alarm_and_backlog(make_workflow, caplog) -> None:
 
 
 def test_statistics_snapshot(make_workflow) -> None:
-    workflow = make_workflow(n=10, retirement={"policy": "max:2"})
+    workflow = make_workflow(n=10, retirement={"scope": "first_question", "policy": "max:2"})
     _submit_votes(workflow, n_volunteers=4, per_volunteer=10)
     apply_pending(workflow.pk)
     stats = snapshot_statistics(workflow.pk).statistics

@@ -26,10 +26,10 @@ def _machine_answer(subject: int, answer: int, confidence: float, *, gold: int |
 def _engine_with_a_machine_record(machine_agents: str | None):
     """An engine that has seen the machine on 80 gold subjects: at 0.55 it was right half the time,
     at 0.97 always."""
-    settings = {"policy": "min:3,posterior:0.99,max:40"}
+    settings = {"scope": "first_question", "policy": "min:3,posterior:0.99,max:40"}
     if machine_agents is not None:
         settings["machine_agents"] = machine_agents
-    engine = engine_lib.new_engine(TASKS, engine_lib.engine_config(settings))
+    engine = engine_lib.new_engine(TASKS, engine_lib.engine_config(settings, TASKS))
     rng = np.random.default_rng(0)
     for subject in range(80):
         truth = int(rng.integers(2))
@@ -65,13 +65,13 @@ def test_one_machine_agent_weighs_every_prediction_alike() -> None:
 
 
 def test_the_setting_is_stored_with_the_log_and_engines_from_before_it_keep_one_machine_agent() -> None:
-    stored = engine_lib.engine_config({"machine_agents": "by_confidence"})
+    stored = engine_lib.engine_config({"machine_agents": "by_confidence"}, TASKS)
     assert stored["machine_agents"] == "by_confidence"
     assert engine_lib.new_engine(TASKS, stored).machine_agents == "by_confidence"
-    assert engine_lib.engine_config({})["machine_agents"] == "one"  # written, so a later default cannot change a log
+    assert engine_lib.engine_config({}, TASKS)["machine_agents"] == "one"  # written, so a later default cannot change a log
     saved = engine_lib.new_engine(TASKS, stored).to_dict()
     assert engine_lib.WorkflowEngine.from_dict(saved).machine_agents == "by_confidence"
     del saved["machine_agents"]  # as saved before the setting existed
     assert engine_lib.WorkflowEngine.from_dict(saved).machine_agents == "one"
-    assert engine_lib.validate_engine_config({"machine_agents": "several"}) == ["machine_agents: one of ['one', 'by_confidence']"]
-    assert engine_lib.validate_engine_config({"machine_agents": "by_confidence"}) == []
+    assert engine_lib.validate_engine_config({"machine_agents": "several"}, TASKS) == ["machine_agents: one of ['one', 'by_confidence']"]
+    assert engine_lib.validate_engine_config({"machine_agents": "by_confidence"}, TASKS) == []

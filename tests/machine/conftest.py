@@ -50,7 +50,7 @@ def machine_workflow(db, clean_redis) -> Callable[..., object]:
     def build(active_learning: dict | None = None, policy: str = "min:3,posterior:0.95,max:10"):
         project = Project.objects.create(slug=f"machine-{random.randrange(10**9)}", title="Machine test")
         workflow = create_workflow(
-            project, "Smooth or featured", BINARY_TASKS, retirement={"policy": policy},
+            project, "Smooth or featured", BINARY_TASKS, retirement={"scope": "first_question", "policy": policy},
             active_learning=TINY_MACHINE | (active_learning or {}),
         )
         subject_set = SubjectSet.objects.create(project=project, name="demo")
