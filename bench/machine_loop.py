@@ -286,7 +286,8 @@ def make_workflow(project, subject_sets, name: str, policy: str, active_learning
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
-    retirement = {"policy": policy, "machine_agents": machine_agents} | ({"estimator": estimator} if estimator else {})
+    # The GZX comparison on one question: the first-question rule, named (the platform default is the whole workflow).
+    retirement = {"scope": "first_question", "policy": policy, "machine_agents": machine_agents} | ({"estimator": estimator} if estimator else {})
     workflow = create_workflow(project, name, BINARY_TASKS, retirement=retirement, active_learning=active_learning)
     for subject_set in subject_sets:
         link_subject_set(workflow, subject_set)

@@ -52,15 +52,15 @@ def _png_bytes(size: tuple[int, int] = (100, 80), colour: tuple[int, int, int] =
 
 @pytest.fixture
 def make_workflow(db) -> Callable[..., object]:
-    """Build a workflow with the demo's task tree and ``n`` subjects of 100x80 px (some gold)."""
+    """Build a workflow with the demo's task tree (or ``tasks``) and ``n`` subjects of 100x80 px (some gold)."""
     from django.core.files.base import ContentFile
 
     from projects.models import Project, Subject, SubjectSet
     from projects.services import DEMO_TASKS, add_subject_image, create_workflow, link_subject_set
 
-    def build(n: int = 6, gold_every: int = 0, slug: str = "test-galaxies", **workflow_settings: object):
+    def build(n: int = 6, gold_every: int = 0, slug: str = "test-galaxies", tasks: dict | None = None, **workflow_settings: object):
         project = Project.objects.create(slug=slug, title="Test galaxies")
-        workflow = create_workflow(project, "Shapes", DEMO_TASKS, **workflow_settings)
+        workflow = create_workflow(project, "Shapes", tasks or DEMO_TASKS, **workflow_settings)
         subject_set = SubjectSet.objects.create(project=project, name="set")
         for i in range(n):
             gold = {"T0": 0} if gold_every and i % gold_every == 0 else None
