@@ -490,6 +490,10 @@ class BoxEngine:
     def volunteers(self) -> list[str]:
         return list(self._skills)
 
+    def __contains__(self, subject: object) -> bool:
+        """Whether anyone has drawn (or been shown) this subject with this engine."""
+        return subject in self._subjects
+
     @property
     def subjects(self) -> list[str]:
         return list(self._subjects)
@@ -715,6 +719,14 @@ class BoxEngine:
         """The subject's retirement summary (``expected_risk`` = expected errors)."""
         sub = self._subjects[subject]
         return self._summary(sub, self._state(sub)[1])
+
+    def result(self, subject: str) -> BoxResult:
+        """The subject's objects, expected risk and counted annotations, built once (``objects`` and
+        ``summary`` together)."""
+        sub = self._subjects[subject]
+        cands, risk, _ = self._state(sub)
+        n = sum(1 for a in sub.annotations if a.counts)
+        return BoxResult(subject, self._objects(sub, cands), risk, n, sub.retired, False, ())
 
     def objects(self, subject: str) -> tuple[BoxObject, ...]:
         """All candidate objects of a subject, with ``p_real``."""

@@ -678,6 +678,17 @@ class ConsensusEstimator(IndexedAnswers):
                 out[i] = np.exp(self._log_post[r])
         return out
 
+    def subject_posterior(self, subject: Hashable) -> np.ndarray:
+        """One subject's posterior (the class prior for a subject it has not seen): ``predict_proba``
+        for a single subject, without building a table."""
+        s = self._subjects.pos.get(_json_id(subject))
+        return np.exp(self._log_class_prior if s is None else self._log_post[s])
+
+    def subject_n_counted(self, subject: Hashable) -> int:
+        """How many answers counted for this subject (0 for one it has not seen)."""
+        s = self._subjects.pos.get(_json_id(subject))
+        return 0 if s is None else int(self._n_counted[s])
+
     def predict(self, subjects: Iterable[Hashable] | None = None) -> np.ndarray:
         return np.argmax(self.predict_proba(subjects), axis=1)
 

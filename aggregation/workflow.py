@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import defaults
-from .boxes import BoxEngine
+from .boxes import BoxEngine, BoxResult
 from .estimator import ConsensusEstimator, Decision
 from .retirement import RetirementPolicy, parse_policy, policy_from_dict
 
@@ -230,12 +230,22 @@ def _entropy_bits(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(q)).sum(axis=-1)
 
 
+_POOLED: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # skill prior → (its mean, each row's entropy)
+
+
 def _answer_information(posterior: np.ndarray, skill_prior: np.ndarray) -> float:
     """Mutual information (bits) of a node's truth and one more answer, the answerer's confusion
     matrix being the mean of the Dirichlet ``skill_prior`` (truth × answer)."""
-    pooled = skill_prior / skill_prior.sum(axis=1, keepdims=True)
+    key = skill_prior.tobytes()
+    cached = _POOLED.get(key)
+    if cached is None:  # the skill prior moves only at a refit: a handful per workflow
+        if len(_POOLED) > 256:
+            _POOLED.clear()
+        pooled = skill_prior / skill_prior.sum(axis=1, keepdims=True)
+        cached = _POOLED[key] = (pooled, _entropy_bits(pooled))
+    pooled, row_entropy = cached
     answer = posterior @ pooled
-    return float(max(_entropy_bits(answer) - posterior @ _entropy_bits(pooled), 0.0))
+    return float(max(_entropy_bits(answer) - posterior @ row_entropy, 0.0))
 
 
 def _is_bar(value: Any) -> bool:
@@ -277,6 +287,8 @@ class WorkflowDecision:
     retired: str | None
     newly_retired: bool
     counted: bool
+    risks: list[TaskRisk] = field(default_factory=list)  # every task's risk after this classification
+    boxes: dict[str, BoxResult] = field(default_factory=dict)  # "<task>.<tool>" → the box engine's result
 
 
 class _SubjectState:
@@ -414,6 +426,7 @@ class WorkflowAggregator:
         if counted:
             state.n_counted += 1
         out: dict[str, Decision | list[Decision]] = {}
+        box_results: dict[str, BoxResult] = {}
         for ann in annotations:
             key, value = ann["task"], ann["value"]
             est = self.estimators.get(key)
@@ -428,34 +441,33 @@ class WorkflowAggregator:
             elif key in marks:
                 truth_marks = gold_marks.get(key)
                 for tool, boxes in marks[key].items():
-                    self.boxes[f"{key}.{tool}"].add_classification(
+                    name = f"{key}.{tool}"
+                    box_results[name] = self.boxes[name].add_classification(
                         str(subject), str(volunteer), boxes, counts=counted,
                         gold=None if truth_marks is None else truth_marks[tool])
+        # The box engines' results of this very classification are their state now: reused, not rebuilt.
+        risks = self._task_risks(subject, box_results)
         newly = False
         if counted and not state.gold:
             if self.retirement.scope == "first_question":
                 reason = self._first_question_reason(subject)
-                if reason is not None and state.retired is None:
-                    self._retire_everywhere(subject, reason)
-                    newly = True
             else:
-                reason = self._decide(subject, state)
-                if reason is not None:
-                    self._retire_everywhere(subject, reason)
-                    newly = True
-        return WorkflowDecision(subject, out, state.retired, newly, counted)
+                reason = self._decide(state, risks)
+            if reason is not None and state.retired is None:
+                self._retire_everywhere(subject, reason)
+                newly = True
+        return WorkflowDecision(subject, out, state.retired, newly, counted, risks, box_results)
 
     # ------------------------------------------------------------------ deciding
     def _first_question_reason(self, subject: Hashable) -> str | None:
         est = self.estimators.get(self.first_task)
         return est.retirement_reason(subject) if isinstance(est, ConsensusEstimator) else None
 
-    def _decide(self, subject: Hashable, state: _SubjectState) -> str | None:
+    def _decide(self, state: _SubjectState, risks: list[TaskRisk]) -> str | None:
         """Whole-workflow scope: the reason to retire now, or None."""
         r = self.retirement
         if state.n_counted < r.min_classifications:
             return None
-        risks = self.task_risks(subject)
         unsettled = [t.task for t in risks if not t.settled]
         previously = state.unsettled
         state.unsettled = unsettled
@@ -499,7 +511,7 @@ class WorkflowAggregator:
         for subject, state in self._subjects.items():
             if state.retired is not None or state.gold:
                 continue
-            reason = self._first_question_reason(subject) if first_question else self._decide(subject, state)
+            reason = self._first_question_reason(subject) if first_question else self._decide(state, self.task_risks(subject))
             if reason is not None:
                 self._retire_everywhere(subject, reason)
                 newly.append(subject)
@@ -510,17 +522,17 @@ class WorkflowAggregator:
         """(K,) for single choice, (K, 2) for multiple choice; the prior where nobody answered."""
         est = self.estimators[key]
         if isinstance(est, ConsensusEstimator):
-            return est.predict_proba([subject])[0]
-        return np.stack([e.predict_proba([subject])[0] for e in est])
+            return est.subject_posterior(subject)
+        return np.stack([e.subject_posterior(subject) for e in est])
 
-    def reach(self, subject: Hashable) -> dict[str, float]:
+    def reach(self, subject: Hashable, posteriors: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
         """Each task's posterior probability that a volunteer reaches it on this subject."""
         reach = dict.fromkeys(self._order, 0.0)
         reach[self.first_task] = 1.0
         for key in self._order:
             task = self.tasks[key]
             if task.get("type") == "single":
-                posterior = self._question_posterior(subject, key)
+                posterior = posteriors[key] if posteriors is not None else self._question_posterior(subject, key)
                 for answer, p in zip(task["answers"], posterior, strict=True):
                     if answer.get("next") is not None:
                         reach[answer["next"]] += reach[key] * float(p)
@@ -528,46 +540,48 @@ class WorkflowAggregator:
                 reach[task["next"]] += reach[key]
         return {key: min(1.0, value) for key, value in reach.items()}
 
-    def _box_state(self, subject: Hashable, key: str) -> tuple[float, int]:
+    def _box_state(self, subject: Hashable, key: str, results: Mapping[str, BoxResult]) -> tuple[float, int]:
         risk, answers = 0.0, 0
         for index, _ in enumerate(self.tasks[key]["tools"]):
-            engine = self.boxes[f"{key}.{index}"]
-            try:
-                summary = engine.summary(str(subject))
-            except KeyError:
-                risk += engine.unseen_risk()
-                continue
-            risk += float(summary.expected_risk or 0.0)
-            answers = max(answers, summary.n_counted)
+            name = f"{key}.{index}"
+            result = results.get(name)
+            if result is None:
+                engine = self.boxes[name]
+                if str(subject) not in engine:
+                    risk += engine.unseen_risk()
+                    continue
+                result = engine.result(str(subject))
+            risk += float(result.expected_risk)
+            answers = max(answers, result.n_counted)
         return risk, answers
 
     def task_risks(self, subject: Hashable) -> list[TaskRisk]:
         """Every question and drawing task of the tree, in the tree's order (see the module)."""
-        reach = self.reach(subject)
+        return self._task_risks(subject, {})
+
+    def _task_risks(self, subject: Hashable, box_results: Mapping[str, BoxResult]) -> list[TaskRisk]:
+        posteriors = {key: self._question_posterior(subject, key) for key in self.estimators}
+        reach = self.reach(subject, posteriors)
         bars = self.retirement.bars if self.retirement.scope == "workflow" else {}
         out = []
         for key in self._order:
             task = self.tasks[key]
             if key in self.estimators:
-                posterior = self._question_posterior(subject, key)
+                posterior = posteriors[key]
                 risk = float(1.0 - posterior.max()) if posterior.ndim == 1 else float(
                     (1.0 - posterior.max(axis=1)).sum())
                 est = self.estimators[key]
-                node = est if isinstance(est, ConsensusEstimator) else est[0]
-                try:
-                    answers = node.summary(subject).n_counted
-                except KeyError:
-                    answers = 0
+                answers = (est if isinstance(est, ConsensusEstimator) else est[0]).subject_n_counted(subject)
                 kind = "question"
             elif task.get("type") == DRAWING_TYPE:
-                risk, answers = self._box_state(subject, key)
+                risk, answers = self._box_state(subject, key, box_results)
                 kind = "drawing"
             else:
                 continue
             out.append(TaskRisk(key, kind, reach[key], risk, reach[key] * risk, bars.get(key), answers))
         return out
 
-    def value(self, subject: Hashable) -> float:
+    def value(self, subject: Hashable, risks: Sequence[TaskRisk] | None = None) -> float:
         """What one more classification of this subject is worth, in bits: the sum over its
         unsettled required tasks (scope "first_question": the first question alone) of
 
@@ -587,7 +601,7 @@ class WorkflowAggregator:
             return 0.0
         workflow_scope = self.retirement.scope == "workflow"
         total = 0.0
-        for t in self.task_risks(subject):
+        for t in self.task_risks(subject) if risks is None else risks:
             if workflow_scope and t.settled:
                 continue  # settled (or not required): more answers do not move retirement
             if not workflow_scope and t.task != self.first_task:
@@ -618,8 +632,8 @@ class WorkflowAggregator:
     def posterior(self, subject: Hashable, task_key: str) -> list[float] | list[list[float]]:
         est = self.estimators[task_key]
         if isinstance(est, ConsensusEstimator):
-            return est.predict_proba([subject])[0].tolist()
-        return [e.predict_proba([subject])[0].tolist() for e in est]
+            return est.subject_posterior(subject).tolist()
+        return [e.subject_posterior(subject).tolist() for e in est]
 
     # ------------------------------------------------------------------ state
     def to_dict(self) -> dict:

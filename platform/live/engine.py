@@ -175,9 +175,10 @@ class LoggedClassification:
 
 @dataclass(frozen=True)
 class Applied:
-    posteriors: dict[str, Any]
+    posteriors: dict[str, Any]  # the questions this classification answered
     retired_reason: str | None
     newly_retired: bool
+    stored: dict[str, Any]  # what the platform stores for the subject now (``stored_posterior``)
 
 
 def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
@@ -190,8 +191,9 @@ def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
     decision = aggregator.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
     posteriors = {key: posterior_of(engine, entry.subject_id, key) for key in decision.questions}
     if entry.machine_retire and decision.retired is None and _machine_retire(aggregator, entry):
-        return Applied(posteriors, MACHINE_REASON, True)
-    return Applied(posteriors, decision.retired, decision.newly_retired)
+        return Applied(posteriors, MACHINE_REASON, True, stored_posterior(engine, entry.subject_id, decision.risks, decision.boxes))
+    return Applied(posteriors, decision.retired, decision.newly_retired,
+                   stored_posterior(engine, entry.subject_id, decision.risks, decision.boxes))
 
 
 # Retirement by the machine agent: the reason recorded, and the classification metadata key that asks for it.
@@ -226,29 +228,50 @@ def posterior_of(engine: WorkflowEngine, subject_id: int, task_key: str) -> Any:
     return engine.aggregator.posterior(subject_id, task_key)
 
 
+# Keys of a stored posterior that are not tasks ('@' is never in a task key: projects.task_tree).
+RISK_KEY = "@risk"  # each task's reach, risk, weighted risk, bar, settled (aggregation.workflow.TaskRisk)
+VALUE_KEY = "@value"  # what one more human classification is worth, in bits (docs/queue.md)
+
+
+def stored_posterior(engine: WorkflowEngine, subject_id: int, risks: Sequence[Any] | None = None,
+                     box_results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the platform stores for a subject: every question's posterior, the aggregated boxes of
+    every drawing task, each task's risk (``RISK_KEY``) and the subject's value for the queue
+    (``VALUE_KEY``). ``risks`` and ``box_results``, when given, are those the engine computed while
+    applying the subject's last classification (reused, not rebuilt)."""
+    aggregator = engine.aggregator
+    out: dict[str, Any] = {key: posterior_of(engine, subject_id, key) for key in aggregator.estimators}
+    out.update(aggregated_boxes(engine, subject_id, box_results or {}))
+    risks = aggregator.task_risks(subject_id) if risks is None else risks
+    out[RISK_KEY] = {risk.task: risk.to_dict() for risk in risks}
+    out[VALUE_KEY] = aggregator.value(subject_id, risks)
+    return out
+
+
 def task_risks(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]:
     """Each task's reach, risk, weighted risk, bar and whether it is settled (for the subject page)."""
     return {risk.task: risk.to_dict() for risk in engine.aggregator.task_risks(subject_id)}
 
 
-def queue_value(engine: WorkflowEngine, subject_id: int) -> float:
+def queue_value(engine: WorkflowEngine, subject_id: Any) -> float:
     """What one more human classification of this subject is worth (``WorkflowAggregator.value``)."""
     return engine.aggregator.value(subject_id)
 
 
-def aggregated_boxes(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]:
-    """Per drawing task: its objects (merged box, P(real), standard error, tool) and expected risk."""
+def aggregated_boxes(engine: WorkflowEngine, subject_id: int, results: dict[str, Any] | None = None) -> dict[str, dict]:
+    """Per drawing task: its objects (merged box, P(real), standard error, tool) and expected risk.
+    ``results``: box engines' results already computed for this subject ("<task>.<tool>" → BoxResult)."""
     out: dict[str, dict] = {}
     for name, box_engine in engine.boxes.items():
         task_key, tool = name.rsplit(".", 1)
-        try:
-            objects = box_engine.objects(str(subject_id))
-            risk = box_engine.summary(str(subject_id)).expected_risk
-        except KeyError:
-            continue  # nobody drew on this subject with this tool yet
+        result = (results or {}).get(name)
+        if result is None:
+            if str(subject_id) not in box_engine:
+                continue  # nobody drew on this subject with this tool yet
+            result = box_engine.result(str(subject_id))
         entry = out.setdefault(task_key, {"objects": [], "expected_risk": 0.0})
-        entry["expected_risk"] += float(risk or 0.0)
-        for obj in objects:
+        entry["expected_risk"] += float(result.expected_risk or 0.0)
+        for obj in result.objects:
             x, y, width, height = (float(v) for v in obj.box)
             entry["objects"].append({
                 "tool": int(tool), "x": x, "y": y, "width": width, "height": height,

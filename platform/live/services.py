@@ -149,24 +149,12 @@ def _full_state(workflow: Workflow, engine: Any) -> tuple[dict[int, Any], dict[i
     return posteriors, {vid: engine_lib.skill_bits(engine, vid) for vid in volunteers}
 
 
-# Keys of a stored posterior that are not tasks ('@' is never in a task key: projects.task_tree).
-RISK_KEY = "@risk"  # each task's reach, risk, weighted risk, bar, settled (aggregation.workflow.TaskRisk)
-VALUE_KEY = "@value"  # what one more human classification is worth, in bits (docs/queue.md)
+RISK_KEY, VALUE_KEY = engine_lib.RISK_KEY, engine_lib.VALUE_KEY
 
 
 def _posteriors(engine: Any, subject_id: int) -> dict[str, Any]:
-    """Posteriors of every question reached, the aggregated boxes of every drawing task, and the
-    whole workflow's risk by task and the subject's value for the queue."""
-    out: dict[str, Any] = {}
-    for key in engine.estimators:
-        try:
-            out[key] = engine_lib.posterior_of(engine, subject_id, key)
-        except KeyError:
-            continue  # nobody reached this question for this subject yet
-    out.update(engine_lib.aggregated_boxes(engine, subject_id))
-    out[RISK_KEY] = engine_lib.task_risks(engine, subject_id)
-    out[VALUE_KEY] = engine_lib.queue_value(engine, subject_id)
-    return out
+    """What is stored for a subject (``live.engine.stored_posterior``), computed afresh."""
+    return engine_lib.stored_posterior(engine, subject_id)
 
 
 def queue_priority(value: float, machine_score: float | None) -> float:
@@ -270,7 +258,7 @@ def _apply_batch(
     try:
         for classification in batch:
             applied = engine_lib.apply(engine, _entry(classification, machine_ids))
-            posteriors[classification.subject_id] = _posteriors(engine, classification.subject_id)
+            posteriors[classification.subject_id] = applied.stored
             paths.append(posteriors[classification.subject_id])
             if applied.newly_retired and applied.retired_reason:
                 newly_retired[classification.subject_id] = applied.retired_reason
