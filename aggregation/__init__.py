@@ -27,7 +27,7 @@ from .retirement import (
     policy_from_dict,
 )
 from .swap import gzx_policy, swap_estimator
-from .workflow import WorkflowAggregator
+from .workflow import SettingsError, TaskRisk, WorkflowAggregator, WorkflowDecision, WorkflowRetirement
 
 __all__ = [
     "ConsensusEstimator",
@@ -39,8 +39,12 @@ __all__ = [
     "PosteriorAbove",
     "RetirementPolicy",
     "RiskBelow",
+    "SettingsError",
     "SubjectSummary",
+    "TaskRisk",
     "WorkflowAggregator",
+    "WorkflowDecision",
+    "WorkflowRetirement",
     "confusion_from_counts",
     "dirichlet_prior",
     "expected_risk",

@@ -31,7 +31,9 @@ CROWDS = ROOT.parent / "shared" / "data" / "crowds"
 SETTINGS = [(DEFAULT_ONLINE_POLICY, DEFAULT_ONLINE_POLICY, {}),
             ("min:3,risk:0.001", "min:3,risk:0.001", {}),
             (f"{DEFAULT_ONLINE_POLICY}, plain-EM refits", DEFAULT_ONLINE_POLICY,
-             {"leave_one_out": False})]
+             {"leave_one_out": False}),
+            (f"{DEFAULT_ONLINE_POLICY}, uniform class prior (the default before issue 24)", DEFAULT_ONLINE_POLICY,
+             {"learn_class_prior": False})]
 
 
 def main() -> int:
