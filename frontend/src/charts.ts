@@ -58,6 +58,8 @@ export interface Series {
   name: string;
   points: Array<[number, number]>;
   color?: string;
+  /** Drawn dashed: a reference line (a bar, a threshold) rather than data. */
+  dashed?: boolean;
 }
 
 export interface LineOptions {
@@ -120,7 +122,7 @@ export function lineChart(series: Series[], options: LineOptions): SVGSVGElement
       else if (options.step) d += `H${x(px).toFixed(1)}V${y(py).toFixed(1)}`;
       else d += `L${x(px).toFixed(1)},${y(py).toFixed(1)}`;
     });
-    const path = svg("path", { d, class: "series", stroke: color, "data-series": s.name });
+    const path = svg("path", { d, class: "series", stroke: color, "data-series": s.name, ...(s.dashed ? { "stroke-dasharray": "5 4" } : {}) });
     path.append(svg("title", {}, labels[i]));
     root.append(path);
     const last = s.points[s.points.length - 1];

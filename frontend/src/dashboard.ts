@@ -21,10 +21,12 @@ export interface Statistics {
   subjects: number;
   retired: number;
   retired_by_reason: Record<string, number>;
+  /** The reasons grouped by kind: every "consensus:<task>" under "consensus", with its count by task. */
+  retired_by_kind: Record<string, { count: number; by_task: Record<string, number> }>;
   posterior_histogram: Histogram;
   skill_bits_histogram: Histogram;
   volunteers_with_skill: number;
-  retired_over_time: { bucket: string; points: Array<{ at: string; by_reason: Record<string, number> }> };
+  retired_over_time: { bucket: string; points: Array<{ at: string; by_reason: Record<string, number>; by_kind: Record<string, number> }> };
   classifications_per_hour: Array<{ hour: string; count: number }>;
   projection: { remaining: number; rate_per_hour: number; projected_completion: string | null; complete: boolean; window_hours: number };
   model: null | { version: number | string; state: string; accuracy: number | null; ece: number | null };
@@ -51,21 +53,38 @@ function histogramBars(h: Histogram, digits: number): Array<{ label: string; val
   return h.counts.map((value, i) => ({ label: `${h.edges[i].toFixed(digits)}`, value }));
 }
 
+/** One line per kind of reason ("consensus" gathers the consensus on every task). */
 export function retiredSeries(stats: Statistics): Series[] {
   const points = stats.retired_over_time.points;
-  const reasons = Object.keys(points[points.length - 1]?.by_reason ?? {});
-  return reasons.map((reason, i) => ({
-    name: reason,
-    color: REASON_COLORS[reason] ?? ["#ffcc00", "#c58cff", "#ff6b9a"][i % 3],
-    points: points.map((p) => [Date.parse(p.at), p.by_reason[reason] ?? 0] as [number, number]),
+  const kinds = Object.keys(points[points.length - 1]?.by_kind ?? {});
+  return kinds.map((kind, i) => ({
+    name: kind,
+    color: REASON_COLORS[kind] ?? ["#ffcc00", "#c58cff", "#ff6b9a"][i % 3],
+    points: points.map((p) => [Date.parse(p.at), p.by_kind[kind] ?? 0] as [number, number]),
   }));
+}
+
+/** "consensus 9 (T0 7, T2 2) · limit 3": each kind of reason, and by task where the reasons name one. */
+export function retiredByKindText(byKind: Statistics["retired_by_kind"]): string {
+  return Object.entries(byKind)
+    .map(([kind, { count, by_task }]) => {
+      const tasks = Object.entries(by_task).map(([task, n]) => `${task} ${n}`);
+      return `${kind} ${count}${tasks.length ? ` (${tasks.join(", ")})` : ""}`;
+    })
+    .join(" · ");
+}
+
+/** A retirement reason for people: "consensus:T1" (whole-workflow retirement names the task that settled last) → "consensus on T1". */
+export function reasonLabel(reason: string): string {
+  const [kind, task] = reason.split(/:(.*)/s);
+  return task ? `${kind} on ${task}` : reason;
 }
 
 export function render(root: HTMLElement, stats: Statistics, subjectUrl: string): void {
   const proj = stats.projection;
   set(root, "subjects", formatNumber(stats.subjects));
   set(root, "retired", formatNumber(stats.retired));
-  set(root, "retired_by_reason", Object.entries(stats.retired_by_reason).map(([r, n]) => `${r} ${n}`).join(" · "));
+  set(root, "retired_by_reason", retiredByKindText(stats.retired_by_kind));
   set(root, "remaining", formatNumber(proj.remaining));
   set(root, "classifications", formatNumber(stats.classifications.total));
   set(root, "last_hour", `${stats.classifications.last_hour} in the last hour · ${stats.classifications.unapplied} waiting`);
@@ -95,7 +114,7 @@ export function render(root: HTMLElement, stats: Statistics, subjectUrl: string)
       const link = document.createElement("a");
       link.href = `${subjectUrl}${event.subject}/`;
       link.textContent = `subject ${event.subject}`;
-      item.append(`${time(event.at)} `, link, ` retired (${event.reason})`);
+      item.append(`${time(event.at)} `, link, ` retired (${reasonLabel(event.reason)})`);
       list.prepend(item);
     }
     while (list.children.length > 30) list.lastElementChild?.remove();

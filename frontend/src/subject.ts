@@ -1,7 +1,8 @@
 /**
  * A subject's page for scientists: its images with the aggregated boxes (and their probabilities)
- * drawn over them, optionally every volunteer's boxes, and the posterior's path vote by vote for
- * each question. The data is embedded in the page (json_script "subject-data").
+ * drawn over them, optionally every volunteer's boxes, the posterior's path vote by vote for each
+ * question, and each required task's weighted risk vote by vote against its bar (the table of the
+ * risks now is in the page itself). The data is embedded in the page (json_script "subject-data").
  */
 
 import { formatNumber, lineChart, mount, svg, PALETTE, type Series } from "./charts";
@@ -19,12 +20,26 @@ interface Task {
   answers?: Array<{ label: string }>;
 }
 
+/** One task's risk as the engine stores it under a posterior's "@risk" (aggregation.workflow.TaskRisk). */
+export interface TaskRisk {
+  kind: string;
+  reach: number;
+  risk: number;
+  weighted_risk: number;
+  bar: number | null;
+  settled: boolean;
+  answers: number;
+}
+
+export const RISK_KEY = "@risk";
+
 interface Detail {
   images: Array<{ url: string; width: number; height: number }>;
   tasks: Record<string, Task>;
   questions: string[];
   path: Record<string, Array<{ n: number; classification: number; posterior: number[] | number[][] }>>;
   boxes: Record<string, { objects?: Box[]; expected_risk?: number }>;
+  risk: Array<TaskRisk & { task: string; required: boolean }>;
   classifications: Array<{ id: number; annotations: Array<{ task: string; value: unknown }>; posterior_after: Record<string, unknown> | null }>;
 }
 
@@ -84,6 +99,27 @@ export function pathSeries(detail: Detail, key: string): Series[] {
   }));
 }
 
+/**
+ * The weighted risk of each required task after each classification, and its bar as a flat line
+ * (tasks not required are left out: they do not decide retirement).
+ */
+export function riskSeries(detail: Pick<Detail, "risk" | "classifications">): Series[] {
+  const series: Series[] = [];
+  detail.risk.filter((r) => r.required).forEach((task, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const points: Array<[number, number]> = [];
+    detail.classifications.forEach((c, n) => {
+      const risks = c.posterior_after?.[RISK_KEY] as Record<string, TaskRisk> | undefined;
+      const risk = risks?.[task.task];
+      if (risk) points.push([n + 1, risk.weighted_risk]);
+    });
+    if (!points.length || task.bar === null) return;
+    series.push({ name: `${task.task} weighted risk`, color, points });
+    series.push({ name: `${task.task} bar`, color, dashed: true, points: [[points[0][0], task.bar], [points[points.length - 1][0], task.bar]] });
+  });
+  return series;
+}
+
 function start(): void {
   const data = document.getElementById("subject-data");
   if (!data?.textContent) return;
@@ -112,13 +148,34 @@ function start(): void {
       xTicks: detail.path[key].length <= 10 ? detail.path[key].length : 5,
     }));
   }
+  const risks = riskSeries(detail);
+  if (paths && risks.length) {
+    const figure = document.createElement("figure");
+    figure.className = "chart";
+    figure.dataset.task = RISK_KEY;
+    const caption = document.createElement("figcaption");
+    caption.textContent = "Weighted risk of each required task after each classification, and its bar";
+    const plot = document.createElement("div");
+    figure.append(caption, plot);
+    paths.append(figure);
+    const steps = Math.max(...risks.map((s) => s.points[s.points.length - 1][0]));
+    mount(plot, lineChart(risks, {
+      label: "Weighted risk path", xFormat: (x) => `#${Math.round(x)}`, yFormat: (v) => String(Number(v.toPrecision(2))),
+      xTicks: steps <= 10 ? steps : 5,
+    }));
+  }
   if (paths && !paths.children.length) paths.textContent = "No classification has been aggregated yet.";
 
+  // The first question's posterior after each classification; without a question, the first task's weighted risk.
   const first = detail.questions[0];
+  const riskTask = detail.risk[0]?.task;
   for (const c of detail.classifications) {
     const cell = document.querySelector(`[data-posterior-of="${c.id}"]`);
-    const p = c.posterior_after?.[first];
-    if (cell && Array.isArray(p)) cell.textContent = answerProbabilities(p as number[]).map((v) => formatNumber(Number(v))).join(" / ");
+    if (!cell) continue;
+    const p = first === undefined ? undefined : c.posterior_after?.[first];
+    const risk = riskTask === undefined ? undefined : (c.posterior_after?.[RISK_KEY] as Record<string, TaskRisk> | undefined)?.[riskTask];
+    if (Array.isArray(p)) cell.textContent = answerProbabilities(p as number[]).map((v) => formatNumber(Number(v))).join(" / ");
+    else if (first === undefined && risk) cell.textContent = String(Number(risk.weighted_risk.toPrecision(2)));
   }
 }
 

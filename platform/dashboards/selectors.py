@@ -18,6 +18,7 @@ from classifications.models import Classification
 from live import hot_state
 from live.models import WorkflowAggregation
 from live.selectors import workflow_statistics
+from live.services import RISK_KEY
 from projects.models import AdminAction, SubjectWorkflowState, Workflow
 
 STATISTICS_CACHE_SECONDS = 4
@@ -99,6 +100,36 @@ def model_versions(workflow: Workflow, limit: int = 50) -> list[dict[str, Any]] 
     return rows
 
 
+# --- retirement reasons ------------------------------------------------------------------------------
+
+
+def reason_parts(reason: str | None) -> tuple[str, str | None]:
+    """A retirement reason's kind and task: whole-workflow retirement names the task that settled
+    last ("consensus:T1" → ("consensus", "T1")); the other reasons name none ("limit", "machine", the
+    first-question rule's "consensus")."""
+    kind, _, task = (reason or "unknown").partition(":")
+    return kind, task or None
+
+
+def reason_label(reason: str | None) -> str:
+    """A reason for people: "consensus on T1", "limit"."""
+    kind, task = reason_parts(reason)
+    return f"{kind} on {task}" if task else kind
+
+
+def by_kind(by_reason: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Retirement counts by reason grouped by kind, each with its count by task (empty when the
+    reasons name no task): {"consensus": {"count": 9, "by_task": {"T0": 7, "T2": 2}}, "limit": ...}."""
+    out: dict[str, dict[str, Any]] = {}
+    for reason, n in sorted(by_reason.items(), key=lambda item: str(item[0])):
+        kind, task = reason_parts(reason)
+        entry = out.setdefault(kind, {"count": 0, "by_task": {}})
+        entry["count"] += n
+        if task:
+            entry["by_task"][task] = entry["by_task"].get(task, 0) + n
+    return out
+
+
 # --- live statistics ---------------------------------------------------------------------------------
 
 
@@ -107,7 +138,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def retired_over_time(workflow: Workflow, now: datetime) -> dict[str, Any]:
-    """Cumulative retirements by reason, bucketed by minute, hour or day to suit the time span."""
+    """Cumulative retirements by reason, and by the reasons' kind (``by_kind``: "consensus" for every
+    "consensus:<task>"), bucketed by minute, hour or day to suit the time span."""
     retired = SubjectWorkflowState.objects.filter(workflow=workflow, status=SubjectWorkflowState.Status.RETIRED, retired_at__isnull=False)
     first = retired.aggregate(first=Min("retired_at"))["first"]
     if first is None:
@@ -130,7 +162,10 @@ def retired_over_time(workflow: Workflow, now: datetime) -> dict[str, Any]:
     start = {"at": points[0]["at"] - step, "by_reason": {reason: 0 for reason in totals}}
     # Every point names every reason, so each reason's line is drawn from the start.
     series = [start, *({"at": p["at"], "by_reason": {r: p["by_reason"].get(r, 0) for r in totals}} for p in points)]
-    return {"bucket": bucket, "points": [{"at": _iso(p["at"]), "by_reason": p["by_reason"]} for p in series]}
+    return {"bucket": bucket, "points": [
+        {"at": _iso(p["at"]), "by_reason": p["by_reason"], "by_kind": {k: v["count"] for k, v in by_kind(p["by_reason"]).items()}}
+        for p in series
+    ]}
 
 
 def classifications_per_hour(workflow: Workflow, now: datetime, hours: int = HOURLY_BARS) -> list[dict[str, Any]]:
@@ -189,6 +224,7 @@ def dashboard_statistics(workflow: Workflow) -> dict[str, Any]:
     base = workflow_statistics(workflow.pk)
     stats = {
         **base,
+        "retired_by_kind": by_kind(base["retired_by_reason"]),
         "workflow": {"id": workflow.pk, "name": workflow.name, "active": workflow.active, "project": workflow.project.slug},
         "retired_over_time": retired_over_time(workflow, now),
         "classifications_per_hour": classifications_per_hour(workflow, now),
@@ -247,9 +283,24 @@ def volunteer_label(classification: Classification) -> str:
     return user.get_username() if user is not None else f"anonymous-{classification.volunteer_id}"
 
 
+def _stored_risks(posterior: dict) -> dict[str, dict]:
+    """``posterior["@risk"]``: each task's risk as the live loop stored it. The '@'-keys of a posterior
+    are not tasks: tasks are read from the tree, never from a posterior's keys."""
+    risks = posterior.get(RISK_KEY)
+    return risks if isinstance(risks, dict) else {}
+
+
+def task_risks(workflow: Workflow, posterior: dict) -> list[dict[str, Any]]:
+    """Each task's risk as the engine last stored it, in the tree's order: kind, reach, risk,
+    weighted risk, bar (None: not required), settled, answers."""
+    risks = _stored_risks(posterior)
+    return [{"task": key, "required": risks[key].get("bar") is not None, **risks[key]} for key in workflow.tasks["tasks"] if key in risks]
+
+
 def subject_detail(workflow: Workflow, state: SubjectWorkflowState) -> dict[str, Any]:
     """A subject's images, every classification in the order the engine applied them, the
-    posterior's path vote by vote, the aggregated boxes, and its gold answers."""
+    posterior's path vote by vote, each task's risk against its bar, the aggregated boxes, its
+    retirement (the reason naming the task that settled last), and its gold answers."""
     subject = state.subject
     posterior = state.posterior or hot_state.posterior(workflow.pk, subject.pk) or {}
     classifications = list(
@@ -290,6 +341,9 @@ def subject_detail(workflow: Workflow, state: SubjectWorkflowState) -> dict[str,
             "is_gold": state.is_gold,
             "priority": state.priority,
         },
+        "retirement": _retirement(state.retirement_reason) if state.retirement_reason else None,
+        "scope": (workflow.retirement or {}).get("scope", "workflow"),
+        "risk": task_risks(workflow, posterior),
         "images": [{"url": image.file.url, "width": image.width, "height": image.height} for image in subject.images.all()],
         "tasks": tasks,
         "questions": questions,
@@ -301,6 +355,11 @@ def subject_detail(workflow: Workflow, state: SubjectWorkflowState) -> dict[str,
         },
         "classifications": rows,
     }
+
+
+def _retirement(reason: str) -> dict[str, Any]:
+    kind, task = reason_parts(reason)
+    return {"reason": reason, "kind": kind, "task": task, "label": reason_label(reason)}
 
 
 def _answer_labels(workflow: Workflow, annotations: list[dict]) -> list[str]:
@@ -327,14 +386,20 @@ def _answer_labels(workflow: Workflow, annotations: list[dict]) -> list[str]:
 def result_columns(workflow: Workflow) -> list[str]:
     columns = ["subject_id", "external_id", "status", "retirement_reason", "retired_at", "classification_count", "is_gold"]
     for key in question_keys(workflow):
-        columns += [f"{key}.answer", f"{key}.probability", f"{key}.posterior"]
+        columns += [f"{key}.answer", f"{key}.probability", f"{key}.posterior", *_risk_columns(key)]
     for key in drawing_keys(workflow):
-        columns += [f"{key}.objects", f"{key}.expected_risk"]
+        columns += [f"{key}.objects", f"{key}.expected_risk", *_risk_columns(key)]
     return columns
 
 
+def _risk_columns(key: str) -> list[str]:
+    """The task's risk weighted by its reach, and whether it is under its bar (empty: not required)."""
+    return [f"{key}.weighted_risk", f"{key}.settled"]
+
+
 def result_rows(workflow: Workflow) -> Iterator[dict[str, Any]]:
-    """One row per subject of the workflow: status, retirement, counts, posteriors and MAP answers."""
+    """One row per subject of the workflow: status, retirement, counts, posteriors, MAP answers and
+    each task's weighted risk."""
     tasks = workflow.tasks["tasks"]
     questions, drawings = question_keys(workflow), drawing_keys(workflow)
     states = (
@@ -355,16 +420,25 @@ def result_rows(workflow: Workflow) -> Iterator[dict[str, Any]]:
             "classification_count": state.classification_count,
             "is_gold": state.is_gold,
         }
+        risks = _stored_risks(posterior)
         for key in questions:
             p = posterior.get(key)
             row[f"{key}.answer"] = map_label(tasks[key], p)
             row[f"{key}.probability"] = max(p) if tasks[key]["type"] == "single" and isinstance(p, list) and p else None
             row[f"{key}.posterior"] = p
+            row.update(_risk_cells(key, risks))
         for key in drawings:
             boxes = posterior.get(key) if isinstance(posterior.get(key), dict) else {}
             row[f"{key}.objects"] = boxes.get("objects")
             row[f"{key}.expected_risk"] = boxes.get("expected_risk")
+            row.update(_risk_cells(key, risks))
         yield row
+
+
+def _risk_cells(key: str, risks: dict) -> dict[str, Any]:
+    risk = risks.get(key) or {}
+    required = risk.get("bar") is not None
+    return {f"{key}.weighted_risk": risk.get("weighted_risk"), f"{key}.settled": risk.get("settled") if required else None}
 
 
 CLASSIFICATION_COLUMNS = [

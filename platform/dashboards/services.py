@@ -46,45 +46,87 @@ def _float(raw: Any, field: str, low: float, high: float, errors: dict[str, list
     return value
 
 
-def parse_retirement_form(policy: str, estimator: str) -> dict:
-    """The retirement settings from the admin form: a policy string (see POLICY_SYNTAX) and the
-    estimator's options as a JSON object (may be empty)."""
-    errors: dict[str, list[str]] = {}
-    options: Any = {}
-    if estimator.strip():
+PER_TASK_BAR = "bar."  # "bar.<task>": that task's own bar
+
+
+def _number(raw: str) -> Any:
+    """A form's number as int or float; anything else as the text typed, for the engine's validation
+    to reject with its own message (one place says what a valid setting is)."""
+    for kind in (int, float):
         try:
-            options = json.loads(estimator)
+            return kind(raw)
+        except ValueError:
+            continue
+    return raw
+
+
+def parse_retirement_form(data: Any) -> dict:
+    """The retirement settings from the admin form (a QueryDict or dict), without judging them: that
+    is ``update_retirement_settings``' job, through ``live.engine.validate_engine_config``.
+
+    ``scope``: "workflow" or "first_question". With "workflow": ``required`` (checkboxes, one task key
+    each), ``bar`` (one bar for every required task), ``bar.<task>`` (a task's own bar, over ``bar``),
+    ``min``, ``budget``; with "first_question": ``policy`` (see POLICY_SYNTAX). The other scope's
+    fields are ignored (switching scope never needs them emptied first); an empty field is left out
+    (the engine's default). ``estimator``: its options as a JSON object (may be empty)."""
+    def text(name: str) -> str:
+        return str(data.get(name, "") or "").strip()
+
+    settings: dict[str, Any] = {"scope": text("scope")}
+    if settings["scope"] == "workflow":
+        getlist = getattr(data, "getlist", None)
+        required = getlist("required") if getlist else data.get("required", [])
+        settings["required"] = [required] if isinstance(required, str) else list(required)
+        common = text("bar")
+        own = {key.removeprefix(PER_TASK_BAR): text(key) for key in data if key.startswith(PER_TASK_BAR) and text(key)}
+        if own:
+            # Each required task without its own bar takes the common one (or its kind's default).
+            bars = {key: _number(common) for key in settings["required"] if key not in own} if common else {}
+            settings["bar"] = bars | {key: _number(value) for key, value in own.items()}
+        elif common:
+            settings["bar"] = _number(common)
+        for name in ("min", "budget"):
+            if text(name):
+                settings[name] = _number(text(name))
+    elif settings["scope"] == "first_question" and text("policy"):
+        settings["policy"] = text("policy")
+    estimator = text("estimator")
+    if estimator:
+        try:
+            settings["estimator"] = json.loads(estimator)
         except json.JSONDecodeError as error:
-            errors["estimator"] = [f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"]
-        else:
-            if not isinstance(options, dict):
-                errors["estimator"] = ["must be a JSON object"]
-    if not policy.strip():
-        errors["policy"] = ["is required, e.g. min:3,posterior:0.99,max:40"]
-    if errors:
-        raise SettingsError(errors)
-    return {"policy": policy.strip(), "estimator": options}
+            raise SettingsError({"estimator": [f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"]}) from None
+    else:
+        settings["estimator"] = {}
+    return settings
+
+
+RETIREMENT_FIELDS = {"scope", "required", "bar", "min", "budget", "policy", "estimator"}
 
 
 def update_retirement_settings(workflow: Workflow, settings: dict, user: Any) -> int:
     """Validate and save new retirement settings, log them, and re-aggregate the workflow's whole log
-    under them so the new policy applies at once. Returns the subjects the new policy retired now
-    (subjects retired earlier stay retired)."""
+    under them so the new rules apply at once. Returns the subjects the new rules retired now
+    (subjects retired earlier stay retired). Invalid settings raise ``SettingsError`` by field and
+    change nothing: neither the workflow's settings nor the config its log is applied with."""
     from live.services import reset_engine_config
 
-    # The form edits the policy and the estimator; how the machine's answers enter stays as set.
+    # The form edits when subjects retire and the estimator; how the machine's answers enter stays as set.
     settings = {k: v for k, v in (workflow.retirement or {}).items() if k == "machine_agents"} | settings
-    problems = engine_lib.validate_engine_config(settings)
+    problems = engine_lib.validate_engine_config(settings, workflow.tasks)
     if problems:
         errors: dict[str, list[str]] = {}
         for problem in problems:
             field, _, message = problem.partition(": ")
-            errors.setdefault(field if field in {"policy", "estimator"} else "retirement", []).append(message or problem)
+            if field in RETIREMENT_FIELDS:
+                errors.setdefault(field, []).append(message)
+            else:
+                errors.setdefault("retirement", []).append(problem)
         raise SettingsError(errors)
     before = workflow.retirement
     # The log is re-aggregated first: if that fails (the applier held the lock too long) nothing is
     # saved, so the workflow's settings and the config its log was applied with never disagree.
-    retired = reset_engine_config(workflow.pk, engine_lib.engine_config(settings))
+    retired = reset_engine_config(workflow.pk, engine_lib.engine_config(settings, workflow.tasks))
     with transaction.atomic():
         workflow.retirement = settings
         workflow.save(update_fields=["retirement", "updated_at"])

@@ -74,7 +74,7 @@ def _unavailable(request: HttpRequest, workflow: Workflow, error: Exception, sta
 @manager_required
 def update_retirement(request: HttpRequest, workflow: Workflow) -> HttpResponse:
     try:
-        settings = services.parse_retirement_form(request.POST.get("policy", ""), request.POST.get("estimator", ""))
+        settings = services.parse_retirement_form(request.POST)
         retired = services.update_retirement_settings(workflow, settings, request.user)
     except services.SettingsError as error:
         return _invalid(request, workflow, error)

@@ -13,6 +13,7 @@ from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
+from aggregation import defaults as engine_defaults
 from aggregation.retirement import POLICY_SYNTAX
 from dashboards import selectors as dashboard_selectors
 from dashboards.permissions import managed_project_ids, manager_required
@@ -95,13 +96,10 @@ def render_workflow_admin(
 ) -> HttpResponse:
     """The admin page, also shown again (with ``status`` 400 and the field errors, the rejected input
     kept in the form) when an admin action's input is invalid."""
-    retirement = workflow.retirement or {}
     active_learning = {**ACTIVE_LEARNING_DEFAULTS, **(workflow.active_learning or {})}
     form = form or {}
-    estimator = retirement.get("estimator") or {}
     values = {
-        "policy": form.get("policy", retirement.get("policy", "") if isinstance(retirement.get("policy", ""), str) else json.dumps(retirement["policy"])),
-        "estimator": form.get("estimator", json.dumps(estimator, indent=1) if estimator else ""),
+        "retirement": _retirement_values(workflow, form),
         "gold_feedback_rate": form.get("gold_feedback_rate", workflow.gold_feedback_rate),
         **{key: form.get(key, value) for key, value in active_learning.items()},
     }
@@ -119,10 +117,58 @@ def render_workflow_admin(
             "values": values,
             "strategies": ACQUISITION_STRATEGIES,
             "policy_syntax": POLICY_SYNTAX,
-            "default_policy": DEFAULT_POLICY,
             "engine_config": dashboard_selectors.engine_config_in_effect(workflow),
             "models": dashboard_selectors.model_versions(workflow),
             "audit": dashboard_selectors.audit_log(workflow),
         },
         status=status,
     )
+
+
+def _retirement_values(workflow: Workflow, form: Any) -> dict[str, Any]:
+    """What the retirement form shows: what was posted when it is shown again after an error (the
+    retirement form posts ``scope``), else the workflow's settings; empty fields show the engine's
+    defaults as placeholders. One row per question and drawing task, for ``required`` and its bar."""
+    settings = workflow.retirement or {}
+    posted = "scope" in form
+    tasks = workflow.tasks["tasks"]
+    kinds = {key: "question" if task.get("type") in ("single", "multiple") else "drawing"
+             for key, task in tasks.items() if task.get("type") in ("single", "multiple", "drawing")}
+    bar = settings.get("bar")
+    if posted:
+        getlist = getattr(form, "getlist", None)
+        posted_required = getlist("required") if getlist else form.get("required", [])
+        required = {posted_required} if isinstance(posted_required, str) else set(posted_required)
+    else:
+        required = set(settings.get("required", kinds))
+    rows = [
+        {
+            "key": key,
+            "kind": kind,
+            "prompt": tasks[key].get("question") or tasks[key].get("instruction", ""),
+            "required": key in required,
+            "bar": form.get(f"bar.{key}", "") if posted else (bar.get(key, "") if isinstance(bar, dict) else ""),
+            "default_bar": engine_defaults.QUESTION_BAR if kind == "question" else engine_defaults.DRAWING_BAR,
+        }
+        for key, kind in kinds.items()
+    ]
+    policy = settings.get("policy", "")
+    stored = {
+        "scope": settings.get("scope", "workflow"),
+        "bar": "" if isinstance(bar, dict) or bar is None else bar,
+        "min": settings.get("min", ""),
+        "budget": settings.get("budget", ""),
+        "policy": policy if isinstance(policy, str) else json.dumps(policy),
+    }
+    estimator = settings.get("estimator") or {}
+    return {
+        **{name: form.get(name, "") if posted else value for name, value in stored.items()},
+        "estimator": form.get("estimator", json.dumps(estimator, indent=1) if estimator else ""),
+        "tasks": rows,
+        "defaults": {
+            "min": engine_defaults.MIN_CLASSIFICATIONS, "min_drawing_only": engine_defaults.MIN_CLASSIFICATIONS_DRAWING_ONLY,
+            "budget": engine_defaults.BUDGET, "policy": DEFAULT_POLICY,
+            "question_bar": engine_defaults.QUESTION_BAR, "drawing_bar": engine_defaults.DRAWING_BAR,
+        },
+        "first_task_is_question": kinds.get(workflow.tasks["first_task"]) == "question",
+    }

@@ -39,7 +39,8 @@ def classified(demo_workflow, people) -> dict[str, object]:
     services._LOCAL_ENGINES.clear()
     workflow = demo_workflow
     workflow.project.owners.add(people["scientist"])
-    workflow.retirement = {"policy": "min:3,posterior:0.95,max:5"}
+    # The whole workflow retires (every task required), on a loose bar and a small budget.
+    workflow.retirement = {"bar": 0.05, "min": 3, "budget": 5}
     workflow.save()
     rng = random.Random(7)
     subject_ids = list(workflow.subject_states.order_by("id").values_list("subject_id", flat=True))
@@ -93,6 +94,10 @@ def test_the_dashboard_shows_its_charts_with_real_numbers(new_page, live_server,
     retired = states.filter(status="retired")
     by_reason = {r: retired.filter(retirement_reason=r).count() for r in set(retired.values_list("retirement_reason", flat=True))}
     assert by_reason.get("machine") == 1 and sum(by_reason.values()) > 3
+    # Whole-workflow retirement names the task that settled last; the dashboard groups them.
+    by_kind = {kind: sum(n for r, n in by_reason.items() if r.split(":")[0] == kind) for kind in {r.split(":")[0] for r in by_reason}}
+    on_task = {r.split(":")[1]: n for r, n in by_reason.items() if r.startswith("consensus:")}
+    assert on_task and set(on_task) <= {"T0", "T1", "T2"}
 
     page = new_page(viewport={"width": 1280, "height": 1300})
     sign_in(page, live_server, "scientist", pages(workflow)["dashboard"])
@@ -106,25 +111,28 @@ def test_the_dashboard_shows_its_charts_with_real_numbers(new_page, live_server,
     assert stat("retired") == str(retired.count())
     assert stat("remaining") == str(states.count() - retired.count())
     assert stat("classifications") == str(classified["total"])
-    for reason, n in by_reason.items():
-        assert f"{reason} {n}" in stat("retired_by_reason")
+    tasks_text = ", ".join(f"{task} {n}" for task, n in sorted(on_task.items()))
+    assert f"consensus {by_kind['consensus']} ({tasks_text})" in stat("retired_by_reason")
+    for kind, n in by_kind.items():
+        assert f"{kind} {n}" in stat("retired_by_reason")
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", stat("projected_completion"))
     assert stat("model") == "none yet"
 
     # Classifications per hour: the bars add up to every classification.
     assert sum(bar_values(page, "chart-hourly")) == classified["total"]
-    # Retired over time: one line per reason, ending at each reason's count (in its legend).
+    # Retired over time: one line per kind of reason, ending at its count (in its legend).
     series = page.eval_on_selector_all("#chart-retired path.series", "els => els.map(e => e.dataset.series)")
-    assert sorted(series) == sorted(by_reason)
+    assert sorted(series) == sorted(by_kind)
     legend = page.text_content("#chart-retired svg")
-    for reason, n in by_reason.items():
-        assert f"{reason} ({n})" in legend
+    for kind, n in by_kind.items():
+        assert f"{kind} ({n})" in legend
     # Posterior histogram: one count per subject with a posterior; skill: one per volunteer.
     assert sum(bar_values(page, "chart-posterior")) == states.exclude(posterior=None).count() == 30
     assert sum(bar_values(page, "chart-skill")) == 8
     assert page.eval_on_selector_all("#chart-posterior rect.bar", "els => els.filter(e => Number(e.getAttribute('height')) > 0).length") > 0
-    # Retirement events from the Redis stream, linking to subject pages.
+    # Retirement events from the Redis stream, linking to subject pages, the reason naming its task.
     assert page.locator("[data-testid=events] li").count() == retired.count() - 1  # the machine's was not via the loop
+    assert page.locator("[data-testid=events] li", has_text="retired (consensus on T").count() == sum(on_task.values())
     assert page.locator("[data-testid=subjects] tbody tr").count() == 30
     screenshot(page, "dashboard")
 
@@ -159,6 +167,20 @@ def test_a_subject_page_shows_its_path_and_boxes(new_page, live_server, classifi
     assert not page.is_visible(".raw-boxes rect")
     page.check("#show-raw-boxes")
     assert page.locator(".raw-boxes rect").count() == n
+    # Each task's risk against its bar, as the engine stored it, and its path vote by vote.
+    from projects.models import SubjectWorkflowState
+
+    state = SubjectWorkflowState.objects.get(workflow=workflow, subject_id=subject_id)
+    risks = state.posterior["@risk"]
+    assert page.locator("[data-testid=task-risk] tbody tr").count() == len(risks) == 3
+    for task, risk in risks.items():
+        cells = page.locator(f"[data-testid=task-risk] tr[data-task={task}] td").all_inner_texts()
+        assert cells[1] == risk["kind"] and cells[5] == f"{risk['bar']:g}" and cells[6] == ("✓" if risk["settled"] else "✗"), cells
+        assert float(cells[4]) == pytest.approx(risk["weighted_risk"], abs=5e-5)
+    # Every task is required here: its weighted risk and its bar, a line each.
+    assert page.locator("[data-testid=posterior-path] figure[data-task='@risk'] path.series").count() == 2 * len(risks)
+    if state.retirement_reason.startswith("consensus:"):
+        assert f"consensus on {state.retirement_reason.split(':')[1]}" in page.text_content("[data-testid=retirement-reason]")
     screenshot(page, "subject")
 
 
@@ -178,6 +200,32 @@ def test_the_admin_page_changes_settings_with_an_audit_log(new_page, live_server
     page.click("text=Save rules")
     assert page.is_visible(".field-error[data-for=estimator]")
     page.fill("#estimator", "")
+    # The whole workflow (the default scope): the first question's policy is hidden; a task not
+    # required has no bar to give.
+    assert page.is_checked("input[name=scope][value=workflow]") and not page.is_visible("#policy")
+    page.uncheck("#required-T1")
+    assert page.is_disabled("#bar-T1") and page.is_enabled("#bar-T2")
+    assert page.input_value("#bar") == "0.05"  # the fixture's one bar for every task
+    page.fill("#bar", "")  # T0 back to a question's default
+    page.fill("#bar-T2", "0.05")
+    page.fill("#min", "5")
+    page.fill("#budget", "4")  # under min: the server says so, and nothing changes
+    page.click("text=Save rules")
+    page.wait_for_selector("[data-testid=error-budget]")
+    assert "at least min (5)" in page.text_content("[data-testid=error-budget]")
+    assert page.input_value("#budget") == "4" and not page.is_checked("#required-T1")  # the rejected input is kept
+    workflow.refresh_from_db()
+    assert workflow.retirement == {"bar": 0.05, "min": 3, "budget": 5}
+    page.fill("#budget", "8")
+    page.click("text=Save rules")
+    page.wait_for_selector("[data-testid=messages] >> text=Retirement rules saved")
+    workflow.refresh_from_db()
+    assert workflow.retirement == {"scope": "workflow", "required": ["T0", "T2"], "bar": {"T2": 0.05}, "min": 5, "budget": 8, "estimator": {}}
+    assert '"bars": {"T0": 0.01, "T2": 0.05}' in page.text_content("[data-testid=engine-config]")
+    screenshot(page, "admin-retirement")
+    # Back to the first question's rule: its policy shows, the whole-workflow fields are ignored.
+    page.check("input[name=scope][value=first_question]")
+    assert page.is_visible("#policy") and not page.is_visible("#min")
     page.fill("#policy", "min:3,posterior:0.9,max:4")
     page.click("text=Save rules")
     page.wait_for_selector("[data-testid=messages] >> text=Retirement rules saved")
@@ -187,8 +235,8 @@ def test_the_admin_page_changes_settings_with_an_audit_log(new_page, live_server
     assert "gold_rate_updated" in log and "retirement_updated" in log and "paused" in log and "scientist" in log
     workflow.refresh_from_db()
     assert workflow.gold_feedback_rate == 0.4 and workflow.active is False
-    assert workflow.retirement["policy"] == "min:3,posterior:0.9,max:4"
-    assert AdminAction.objects.filter(workflow=workflow, user__username="scientist").count() == 3
+    assert workflow.retirement == {"scope": "first_question", "policy": "min:3,posterior:0.9,max:4", "estimator": {}}
+    assert AdminAction.objects.filter(workflow=workflow, user__username="scientist").count() == 4
     page.click("text=Resume")
     page.wait_for_selector("[data-testid=workflow-state] >> text=running")
     page.evaluate("window.scrollTo(0, 0)")

@@ -8,6 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
+# A workflow of one drawing task and nothing else (whole-workflow retirement: min 1, bar 0.02).
+DRAWING_ONLY_TASKS = {
+    "first_task": "T0",
+    "tasks": {
+        "T0": {"type": "drawing", "instruction": "Draw a box around each galaxy.",
+               "tools": [{"type": "rectangle", "label": "Galaxy", "min": 0, "max": 5}], "next": None},
+    },
+}
+
 
 @pytest.fixture(autouse=True)
 def _fresh_hot_state(db, monkeypatch) -> None:

@@ -27,7 +27,7 @@ POSTS = {
     "pause": {},
     "resume": {},
     "gold-rate": {"gold_feedback_rate": "0.5"},
-    "retirement": {"policy": "max:2", "estimator": ""},
+    "retirement": {"scope": "first_question", "policy": "max:2", "estimator": ""},
     "active-learning": {"acquisition": "random", "exploration_share": "0.5", "machine_threshold": "0.9", "retrain_every": "5"},
     "retrain": {},
     "roll-back": {},

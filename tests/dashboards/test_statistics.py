@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_statistics_match_the_database(client, owned_workflow, users, votes, django_capture_on_commit_callbacks) -> None:
-    workflow = owned_workflow(n=12, retirement={"policy": "max:3"})
+    workflow = owned_workflow(n=12, retirement={"scope": "first_question", "policy": "max:3"})
     with django_capture_on_commit_callbacks(execute=True):
         total = votes(workflow, n_volunteers=5, per_volunteer=8)
         apply_pending(workflow.pk)  # its retirement events are published on commit
@@ -91,3 +91,28 @@ def test_retired_over_time_buckets_by_hour_over_days(owned_workflow) -> None:
     assert [p["by_reason"] for p in series["points"][1:]] == [
         {"consensus": 1, "machine": 0}, {"consensus": 1, "machine": 1}, {"consensus": 2, "machine": 1},
     ]
+
+
+def test_whole_workflow_reasons_are_grouped_by_kind_and_task(client, owned_workflow, users) -> None:
+    workflow = owned_workflow(n=6)
+    now = timezone.now()
+    reasons = ["consensus:T0", "consensus:T0", "consensus:T2", "limit", "machine"]
+    for i, (state, reason) in enumerate(zip(workflow.subject_states.order_by("id"), reasons, strict=False)):
+        SubjectWorkflowState.objects.filter(pk=state.pk).update(status="retired", retired_at=now - timedelta(minutes=5 - i), retirement_reason=reason, classification_count=3)
+    stats = selectors.dashboard_statistics(workflow)
+    assert stats["retired_by_reason"] == {"consensus:T0": 2, "consensus:T2": 1, "limit": 1, "machine": 1}
+    assert stats["retired_by_kind"] == {
+        "consensus": {"count": 3, "by_task": {"T0": 2, "T2": 1}},
+        "limit": {"count": 1, "by_task": {}},
+        "machine": {"count": 1, "by_task": {}},
+    }
+    last = stats["retired_over_time"]["points"][-1]
+    assert last["by_kind"] == {"consensus": 3, "limit": 1, "machine": 1}
+    assert last["by_reason"]["consensus:T2"] == 1
+    assert stats["retired_over_time"]["points"][0]["by_kind"] == {"consensus": 0, "limit": 0, "machine": 0}
+    # The first-question rule's reasons name no task: a kind of their own, as before.
+    assert selectors.by_kind({"consensus": 4, "limit": 2}) == {"consensus": {"count": 4, "by_task": {}}, "limit": {"count": 2, "by_task": {}}}
+    assert selectors.reason_label("consensus:T2") == "consensus on T2" and selectors.reason_label("limit") == "limit"
+    client.force_login(users["owner"])
+    page = client.get(f"/projects/{workflow.project.slug}/workflows/{workflow.pk}/dashboard/").content.decode()
+    assert "<td>consensus on T0</td>" in page and "<td>consensus on T2</td>" in page and "<td>limit</td>" in page

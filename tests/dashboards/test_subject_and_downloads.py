@@ -24,7 +24,7 @@ def _body(response) -> str:
 
 
 def test_a_subjects_path_vote_by_vote_and_its_boxes(client, owned_workflow, users, votes) -> None:
-    workflow = owned_workflow(n=3, retirement={"policy": "max:4"})
+    workflow = owned_workflow(n=3, retirement={"scope": "first_question", "policy": "max:4"})
     subject_id = workflow.subject_states.order_by("id").first().subject_id
     votes(workflow, n_volunteers=5, per_volunteer=3)
     apply_pending(workflow.pk)
@@ -57,7 +57,7 @@ def test_a_subject_of_another_workflow_is_404(client, owned_workflow, make_workf
 
 
 def test_results_as_csv_and_json(client, owned_workflow, users, votes) -> None:
-    workflow = owned_workflow(n=5, retirement={"policy": "max:3"})
+    workflow = owned_workflow(n=5, retirement={"scope": "first_question", "policy": "max:3"})
     votes(workflow, n_volunteers=4, per_volunteer=5)
     apply_pending(workflow.pk)
     client.force_login(users["owner"])
@@ -104,3 +104,43 @@ def test_an_empty_workflow_downloads_a_header_and_an_empty_list(client, owned_wo
     body = _body(client.get(f"/dashboards/workflows/{workflow.pk}/download/classifications.csv"))
     assert body.strip().split(",")[0] == "id" and body.count("\n") == 1
     assert json.loads(_body(client.get(f"/dashboards/workflows/{workflow.pk}/download/results.json"))) == []
+
+
+def test_a_subjects_risk_by_task_and_the_task_it_retired_on(client, owned_workflow, users, votes) -> None:
+    # Only T0 required, a loose bar: the subjects retire on the consensus on T0.
+    workflow = owned_workflow(n=4, retirement={"required": ["T0"], "bar": 0.2, "min": 1, "budget": 10})
+    votes(workflow, n_volunteers=5, per_volunteer=4)
+    apply_pending(workflow.pk)
+    state = SubjectWorkflowState.objects.filter(workflow=workflow, retirement_reason="consensus:T0").first()
+    assert state is not None, list(workflow.subject_states.values_list("retirement_reason", flat=True))
+    client.force_login(users["owner"])
+    detail = client.get(f"/dashboards/workflows/{workflow.pk}/subjects/{state.subject_id}/").json()
+    assert detail["retirement"] == {"reason": "consensus:T0", "kind": "consensus", "task": "T0", "label": "consensus on T0"}
+    assert [r["task"] for r in detail["risk"]] == ["T0", "T1", "T2"]  # the tree's order
+    t0, t1, t2 = detail["risk"]
+    stored = state.posterior["@risk"]
+    assert t0 == {"task": "T0", "required": True, **stored["T0"]}
+    assert t0["kind"] == "question" and t0["bar"] == 0.2 and t0["settled"] is True and t0["weighted_risk"] < 0.2
+    assert t0["reach"] == 1.0 and t0["answers"] >= 1
+    assert t2["kind"] == "drawing" and t2["required"] is False and t2["bar"] is None
+    assert 0.0 <= t1["reach"] <= 1.0
+    # The '@' keys are not tasks: nothing that goes through the tasks shows them.
+    assert set(detail["map"]) == set(detail["path"]) == {"T0", "T1"} and set(detail["boxes"]) <= {"T2"}
+
+    page = client.get(f"/projects/{workflow.project.slug}/workflows/{workflow.pk}/subjects/{state.subject_id}/").content.decode()
+    assert 'data-testid="task-risk"' in page and "consensus on T0 ·" in page and "T0 settled last" in page
+    row = page.split('<tr data-task="T0">', 1)[1].split("</tr>", 1)[0]
+    assert "<td>question</td>" in row and 'data-settled="true">✓' in row and ">0.2<" in row
+    row = page.split('<tr data-task="T2">', 1)[1].split("</tr>", 1)[0]
+    assert '<td title="not required">–</td>' in row
+
+    rows = list(csv.DictReader(io.StringIO(_body(client.get(f"/dashboards/workflows/{workflow.pk}/download/results.csv")))))
+    assert not [column for column in rows[0] if "@" in column]
+    by_subject = {int(r["subject_id"]): r for r in rows}
+    row = by_subject[state.subject_id]
+    assert row["retirement_reason"] == "consensus:T0"
+    assert float(row["T0.weighted_risk"]) == pytest.approx(stored["T0"]["weighted_risk"]) and row["T0.settled"] == "True"
+    assert row["T2.weighted_risk"] != "" and row["T2.settled"] == ""  # not required: neither settled nor not
+    data = json.loads(_body(client.get(f"/dashboards/workflows/{workflow.pk}/download/results.json")))
+    assert not [key for d in data for key in d if "@" in key]
+    assert {d["subject_id"]: d["T0.settled"] for d in data}[state.subject_id] is True
