@@ -456,6 +456,10 @@ class WorkflowAggregator:
             if reason is not None and state.retired is None:
                 self._retire_everywhere(subject, reason)
                 newly = True
+                # Retiring credits the box volunteers from this subject's consensus, which moves its
+                # boxes and risks: what is reported is the state after that, rebuilt.
+                box_results = {name: self.boxes[name].result(str(subject)) for name in box_results}
+                risks = self._task_risks(subject, box_results)
         return WorkflowDecision(subject, out, state.retired, newly, counted, risks, box_results)
 
     # ------------------------------------------------------------------ deciding

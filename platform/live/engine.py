@@ -191,7 +191,7 @@ def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
     decision = aggregator.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
     posteriors = {key: posterior_of(engine, entry.subject_id, key) for key in decision.questions}
     if entry.machine_retire and decision.retired is None and _machine_retire(aggregator, entry):
-        return Applied(posteriors, MACHINE_REASON, True, stored_posterior(engine, entry.subject_id, decision.risks, decision.boxes))
+        return Applied(posteriors, MACHINE_REASON, True, stored_posterior(engine, entry.subject_id))  # after the retirement's credit
     return Applied(posteriors, decision.retired, decision.newly_retired,
                    stored_posterior(engine, entry.subject_id, decision.risks, decision.boxes))
 
