@@ -101,3 +101,26 @@ def test_a_workflow_model_refuses_bad_settings_on_clean() -> None:
     with pytest.raises(ValidationError) as error:
         workflow.full_clean()
     assert "retirement" in error.value.message_dict
+
+
+def test_the_machine_acquisition_rank_enters_the_priority_as_one_term(make_workflow) -> None:
+    from machine.services import update_priorities
+    from projects.services import fresh_value
+
+    workflow = make_workflow(n=3)
+    states = list(workflow.subject_states.order_by("subject_id"))
+    values = [2.0, 0.0, None]  # the third was never classified: a new subject's value
+    for state, value in zip(states, values, strict=True):
+        state.posterior = None if value is None else {VALUE_KEY: value}
+        state.save(update_fields=["posterior"])
+    scores = {states[0].subject_id: 0.1, states[1].subject_id: 0.9, states[2].subject_id: 0.5}  # e.g. BALD
+    assert update_priorities(workflow, scores, exploration_share=0.0) == set()
+    unseen = fresh_value(workflow)
+    expected_rank = {states[0].subject_id: 0.5 / 3, states[1].subject_id: 2.5 / 3, states[2].subject_id: 1.5 / 3}
+    for state, value in zip(states, values, strict=True):
+        state.refresh_from_db()
+        v = (unseen if value is None else value) + expected_rank[state.subject_id]
+        assert state.machine_score == pytest.approx(expected_rank[state.subject_id])
+        assert state.priority == pytest.approx(v / (1 + v))
+    # The crowd's value still counts: the subject the machine wants least but humans most is served first.
+    assert states[0].priority > states[1].priority
