@@ -1,7 +1,10 @@
 """Replaying an answer table through the engine, offline (batch EM) or online (retiring).
 
 The command line (``python -m aggregation replay``) and the benchmarks both call
-``replay``; it returns plain figures.
+``replay``; it returns plain figures. Accuracy is measured only on the truth questions that
+appear in the answers; how many truth questions were not (``n_truth_unknown``, with a few
+``truth_unknown_examples``) is part of the result, so a caller can see it, and
+``match_truth`` gives the same split before any work is done. An empty table is an error.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ class ReplayResult:
     retirement_reasons: dict[str, int]
     accuracy: float | None
     accuracy_after_refit: float | None
-    n_truth: int
+    n_truth: int  # truth questions given
+    n_truth_scored: int  # of them, in the answers: the questions accuracy is measured on
+    n_truth_unknown: int  # of them, not in the answers (not scored)
+    truth_unknown_examples: list[str]  # up to UNKNOWN_EXAMPLES of those, in truth order
     seconds: float
     answers_per_second: float
     policy: str | None = None
@@ -41,10 +47,32 @@ class ReplayResult:
         return asdict(self)
 
 
-def _accuracy(labels: dict, truth: dict[str, int] | None) -> float | None:
-    if not truth:
-        return None
-    hits = [labels.get(q) == t for q, t in truth.items()]
+UNKNOWN_EXAMPLES = 5  # how many unknown truth questions a result or a warning names
+
+
+@dataclass
+class TruthMatch:
+    """Truth split into the questions present in the answers and those that are not."""
+
+    scored: dict[str, int]  # truth of the questions that have answers
+    unknown: list[str]  # questions with truth and no answers, in truth order
+
+    @property
+    def n_truth(self) -> int:
+        return len(self.scored) + len(self.unknown)
+
+
+def match_truth(subjects: np.ndarray, truth: dict[str, int]) -> TruthMatch:
+    """Split ``truth`` by whether its question appears among ``subjects``."""
+    present = set(np.unique(subjects).tolist()) if subjects.size else set()
+    scored = {q: t for q, t in truth.items() if q in present}
+    unknown = [q for q in truth if q not in present]
+    return TruthMatch(scored, unknown)
+
+
+def _accuracy(labels: dict, truth: dict[str, int]) -> float | None:
+    """Share of ``truth`` (questions that have a label) labelled right; None without truth."""
+    hits = [labels[q] == t for q, t in truth.items() if q in labels]
     return float(np.mean(hits)) if hits else None
 
 
@@ -67,13 +95,31 @@ def replay(
     shuffled with ``order_seed``); a retired subject is fed no more answers (they are
     counted as saved); the batch refit runs every ``refit_every`` answers, as the
     platform's worker would. A retired subject's label is the one it had when it retired.
+
+    Accuracy is over the truth questions that have answers; the others are counted in
+    ``n_truth_unknown``, never as wrong. Accuracy is None without truth and when no truth
+    question has answers (``n_truth_scored`` 0). Raises
+    ``ValueError`` for an empty table, for ``n_classes`` below 2 or not above every answer,
+    and for a truth label outside the classes (without ``n_classes``: above the largest
+    answer, or 1 when that is 0).
     """
     subjects, workers, answers = table.subjects, table.workers, table.answers
+    if answers.size == 0:
+        raise ValueError("no answers to replay")
+    top = int(answers.max())
+    if n_classes is not None and (n_classes < 2 or n_classes <= top):
+        raise ValueError(f"n_classes is {n_classes}; it must be at least 2 and above the "
+                         f"largest answer, {top}")
+    k = n_classes if n_classes is not None else max(top + 1, 2)
+    truth = truth or {}
+    outside = [q for q, t in truth.items() if t >= k]
+    if outside:
+        raise ValueError(f"{len(outside)} truth label(s) outside the classes 0..{k - 1}, "
+                         f"e.g. {truth[outside[0]]} for {outside[0]!r}")
+    match = match_truth(subjects, truth)
     if order_seed is not None:
         perm = np.random.default_rng(order_seed).permutation(answers.shape[0])
         subjects, workers, answers = subjects[perm], workers[perm], answers[perm]
-    k = n_classes or max(int(answers.max(initial=0)) + 1,
-                         max(truth.values(), default=0) + 1 if truth else 2, 2)
     if isinstance(policy, str):
         policy = parse_policy(policy)
     if online and policy is None:
@@ -108,7 +154,7 @@ def replay(
                 snapshot()
     seconds = time.perf_counter() - start
     labels = dict(zip(est.subjects, est.predict().tolist(), strict=True))
-    acc_refit = _accuracy(labels, truth)
+    acc_refit = _accuracy(labels, match.scored)
     labels.update(at_retirement)
     reasons: dict[str, int] = {}
     for reason in est.retired().values():
@@ -118,13 +164,16 @@ def replay(
         n_answers=n,
         answers_consumed=consumed,
         answers_saved=n - consumed,
-        fraction_consumed=consumed / n if n else 0.0,
+        fraction_consumed=consumed / n,
         n_subjects=len(est.subjects),
         subjects_retired=sum(reasons.values()),
         retirement_reasons=reasons,
-        accuracy=_accuracy(labels, truth),
+        accuracy=_accuracy(labels, match.scored),
         accuracy_after_refit=acc_refit,
-        n_truth=len(truth or {}),
+        n_truth=match.n_truth,
+        n_truth_scored=len(match.scored),
+        n_truth_unknown=len(match.unknown),
+        truth_unknown_examples=match.unknown[:UNKNOWN_EXAMPLES],
         seconds=seconds,
         answers_per_second=n / seconds if seconds > 0 else float("inf"),
         policy=None if not online or policy is None else str(policy),

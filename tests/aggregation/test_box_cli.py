@@ -105,3 +105,107 @@ def test_gold_split_learns_from_one_half_and_scores_the_other(
     assert out["f1"] == 1.0
     assert main(["--boxes", boxes, "--gold-split"]) == 2
     assert "--gold-split needs --gold" in capsys.readouterr().err
+
+
+# --- bad input: an error or a loud warning, never a silent figure ---------------------------
+
+HEADER = "image,worker,x,y,width,height\n"
+GOLD_HEADER = "image,x,y,width,height\n"
+
+
+@pytest.mark.parametrize("text", [HEADER, "", "\n\n", "\n" + HEADER + "\n"])
+def test_a_boxes_file_without_rows_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               text: str) -> None:
+    path = _write(tmp_path, "b.csv", text)
+    assert main(["--boxes", path, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"error: {path}: no answers" in err
+
+
+def test_a_gold_file_without_rows_is_an_error(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    boxes = _write(tmp_path, "b.csv", SMALL)
+    for text in (GOLD_HEADER, ""):
+        gold = _write(tmp_path, "g.csv", text)
+        assert main(["--boxes", boxes, "--gold", gold]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and f"error: {gold}: no gold images" in err
+
+
+def test_gold_images_absent_from_the_crowd_warn_and_are_not_scored(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    boxes = _write(tmp_path, "b.csv", SMALL)  # images i1 (one box) and i2 (none)
+    # i1 found, i2 rightly empty; six images no worker saw, four of them with boxes.
+    unknown = "".join(f"u{k},1,1,5,5\n" if k < 4 else f"u{k},,,,\n" for k in range(6))
+    gold = _write(tmp_path, "gold.csv", GOLD_HEADER + "i1,10,10,20,40\n" + unknown + "i2,,,,\n")
+    assert main(["--boxes", boxes, "--gold", gold, "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    # Scored over i1 and i2 only: the unknown images' boxes are not counted as missed.
+    assert report["f1"] == 1.0 and report["tp"] == 1 and report["fn"] == 0
+    assert report["gold_images"] == 8 and report["gold_images_unknown"] == 6
+    assert report["gold_images_scored"] == 2
+    assert report["gold_images_unknown_examples"] == ["u0", "u1", "u2", "u3", "u4"]
+    assert (f"warning: {gold}: 6 of 8 images are not in the crowd file "
+            "(e.g. u0, u1, u2, u3, u4, ...); scores are over the other 2") in err
+    assert main(["--boxes", boxes, "--gold", gold]) == 0
+    assert "gold images scored: 2 (6 of 8 gold images not in the crowd file, left out)" \
+        in capsys.readouterr().out
+
+
+def test_gold_naming_no_image_of_the_crowd_is_an_error(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    boxes = _write(tmp_path, "b.csv", SMALL)
+    gold = _write(tmp_path, "g.csv", GOLD_HEADER + "z1,1,1,5,5\nz2,,,,\n")
+    assert main(["--boxes", boxes, "--gold", gold, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"error: {gold}: none of its 2 image(s) are in the crowd file" in err
+
+
+def test_gold_split_splits_only_the_gold_images_the_crowd_saw(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [HEADER.strip()] + [f"i{k},{w},{10 * k},5,10,20" for k in range(6) for w in "abc"]
+    gold_rows = [GOLD_HEADER.strip()] + [f"i{k},{10 * k},5,10,20" for k in range(6)]
+    gold_rows += ["u1,1,1,5,5", "u2,1,1,5,5"]
+    boxes = _write(tmp_path, "b.csv", "\n".join(rows) + "\n")
+    gold = _write(tmp_path, "g.csv", "\n".join(gold_rows) + "\n")
+    assert main(["--boxes", boxes, "--gold", gold, "--gold-split", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gold_images_learned_from_per_run"] == 3 and out["gold_images_scored"] == 6
+    assert out["gold_images_unknown"] == 2 and out["f1"] == 1.0
+
+
+@pytest.mark.parametrize(("body", "line", "words"), [
+    ("i1,10,10,20,40\ni1,,,,\n", 3, "image 'i1' has boxes (line 2) and an empty row"),
+    ("i1,,,,\ni1,10,10,20,40\n", 3, "image 'i1' has an empty row saying it has no boxes"),
+    ("i1,10,10,20,40\ni2,,,,\ni1,10,10,20,40\n", 4, "the same gold box as line 2"),
+    ("i1,10,10,0,40\n", 2, "a gold box must have positive width and height"),
+    ("i1,10,10,20\n", 2, "expected 5 fields, got 4"),
+])
+def test_contradictory_gold_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           body: str, line: int, words: str) -> None:
+    boxes = _write(tmp_path, "b.csv", SMALL)
+    gold = _write(tmp_path, "g.csv", GOLD_HEADER + body)
+    assert main(["--boxes", boxes, "--gold", gold]) == 2
+    assert f"{gold}:{line}: {words}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--iou", "0"], ["--iou", "1.5"], ["--iou", "nan"],
+                                 ["--risk", "-1"], ["--risk", "nan"]])
+def test_bad_numeric_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         bad: list[str]) -> None:
+    boxes = _write(tmp_path, "b.csv", SMALL)
+    with pytest.raises(SystemExit) as exc:
+        main(["--boxes", boxes, *bad])
+    assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_undecodable_text_names_its_line_and_blank_lines_are_skipped(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "b.csv"
+    path.write_bytes(HEADER.encode() + b"i1,a,,,,\ni\xff,b,,,,\n")
+    assert main(["--boxes", str(path)]) == 2
+    assert f"{path}:3: not UTF-8 text" in capsys.readouterr().err
+    path.write_bytes(b"\xef\xbb\xbf\n" + SMALL.replace("i2,a", "\ni2,a").encode())
+    assert main(["--boxes", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classifications_read"] == 5
