@@ -134,7 +134,14 @@ def dawid_skene_em(
         counts = (a_m_t @ weights).reshape(n_workers, k, k).transpose(0, 2, 1)
         if learn_class_prior:
             free = weights[~is_gold].sum(axis=0) if (~is_gold).any() else np.zeros(k)
-            prior = free + class_prior_strength * class_prior * k
+            pseudo = class_prior_strength * class_prior * k
+            # Identifiability (Dawid–Skene's own condition): a class is told apart by the answers
+            # only if, when it is true, the crowd gives it more than any other answer. A class whose
+            # pooled row says otherwise is not a class the answers name but a cluster of subjects the
+            # model cannot otherwise explain (ambiguous ones, on a question with an answer that is
+            # never true); it keeps only its pseudo-count share. See unidentified_classes.
+            free = np.where(unidentified_classes(counts), 0.0, free)
+            prior = free + pseudo
             new_log_prior = np.log(prior / prior.sum())
         else:
             new_log_prior = log_prior
@@ -161,6 +168,15 @@ def dawid_skene_em(
             converged = True
             break
     return EMResult(log_post, counts, np.exp(log_prior), n_iter, converged)
+
+
+def unidentified_classes(counts: np.ndarray) -> np.ndarray:
+    """(K,) True for each true class whose pooled confusion row (every agent's soft counts of
+    truth × answer, summed) has its largest entry off the diagonal: when that class is true the
+    crowd mostly answers something else, so the answers cannot name it."""
+    pooled = counts.sum(axis=0)
+    k = pooled.shape[0]
+    return pooled.argmax(axis=1) != np.arange(k)
 
 
 def leading_runs(subjects: np.ndarray, answers: np.ndarray,

@@ -276,3 +276,24 @@ def test_leave_one_out_refit_replays_exactly_from_the_log() -> None:
     np.testing.assert_allclose(again.predict_proba(), est.predict_proba(), atol=1e-12)
     assert again.retired() == est.retired()
     assert ConsensusEstimator.from_dict(json.loads(json.dumps(est.to_dict()))).leave_one_out
+
+
+def test_an_answer_that_is_never_true_does_not_become_a_class_of_ambiguous_subjects() -> None:
+    """Four answers, the last never true, but ambiguous subjects draw it (a galaxy that is hard to
+    call gets "star or artifact" votes). Unconstrained Dawid–Skene made answer 3 a cluster of those
+    subjects (prior 0.11, 84% right where plurality is 95%); a class the crowd does not name when it
+    is true keeps only its pseudo-count share (``batch.unidentified_classes``)."""
+    rng = np.random.default_rng(1)
+    n, workers, per_subject = 600, 100, 30
+    truth = (rng.random(n) < 0.3).astype(int)
+    right, artifact_share = rng.uniform(0.45, 0.85, n), rng.uniform(0.0, 0.6, n)
+    s = np.repeat(np.arange(n), per_subject)
+    w = np.concatenate([rng.choice(workers, per_subject, replace=False) for _ in range(n)])
+    wrong = np.where(rng.random(s.size) < artifact_share[s], 3, np.where(rng.random(s.size) < 0.1, 2, 1 - truth[s]))
+    a = np.where(rng.random(s.size) < right[s], truth[s], wrong)
+    votes = np.zeros((n, 4), int)
+    np.add.at(votes, (s, a), 1)
+    plurality = (votes.argmax(axis=1) == truth).mean()
+    est = ConsensusEstimator(4).fit({"subject": s, "worker": w, "answer": a})
+    assert est.class_prior_[3] < 0.05
+    assert (est.predict() == truth).mean() >= plurality - 0.05
