@@ -57,6 +57,7 @@ def dawid_skene_em(
     max_iter: int = 100,
     tol: float = 1e-6,
     leave_one_out: bool = False,
+    subject_weights: np.ndarray | None = None,
 ) -> EMResult:
     """Maximum-a-posteriori Dawid–Skene by EM, with Dirichlet priors on every confusion row.
 
@@ -65,6 +66,10 @@ def dawid_skene_em(
     Warm start: with ``init_counts`` the first step is an E-step from those skills;
     without, EM starts from vote fractions (as Dawid and Skene did). Each iteration is two
     sparse products, so a million answers take a few tens of milliseconds per iteration.
+
+    ``subject_weights`` (S,): how much each subject's answers teach the skills and the class prior
+    (default 1): a question reached on a subject that probably does not have it (a galaxy's spiral
+    arms when it is surely smooth) has answers that say nothing of the volunteers' skill on it.
 
     ``leave_one_out``: each E-step weighs an answer with its agent's skill learned from the
     *other* subjects (the agent's counts less this subject's own weight), which is that
@@ -127,6 +132,8 @@ def dawid_skene_em(
     def m_weights(post: np.ndarray) -> np.ndarray:
         weights = post.copy()
         weights[is_gold] = gold_onehot
+        if subject_weights is not None:
+            weights *= subject_weights[:, None]
         return weights
 
     def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

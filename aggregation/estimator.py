@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -568,7 +568,8 @@ class ConsensusEstimator(IndexedAnswers):
         self.fit(table, gold=gold)
         return dict(zip(self.subjects, self.predict().tolist(), strict=True))
 
-    def refit(self, *, retire: bool = True, max_iter: int | None = None) -> list[Hashable]:
+    def refit(self, *, retire: bool = True, max_iter: int | None = None,
+              subject_weights: Mapping[Hashable, float] | None = None) -> list[Hashable]:
         """Batch EM over the whole log, warm-started from the current skills.
 
         Replaces every skill and posterior (retired subjects keep their reason); with
@@ -576,12 +577,16 @@ class ConsensusEstimator(IndexedAnswers):
         this refit retired. The platform's worker runs this on a schedule; ``max_iter``
         bounds its EM iterations (default: the estimator's ``max_iter``).
         """
-        self._events.append({"at": self.n_logged, "kind": "refit", "retire": bool(retire),
-                             "max_iter": max_iter})
-        return self._refit(warm=True, retire=retire, max_iter=max_iter)
+        event: dict[str, Any] = {"at": self.n_logged, "kind": "refit", "retire": bool(retire), "max_iter": max_iter}
+        if subject_weights is not None:
+            # Not stored (one number per subject per refit would swell the state): the workflow that
+            # computed them from its own state repeats them when it replays (aggregation.workflow).
+            event["weighted"] = True
+        self._events.append(event)
+        return self._refit(warm=True, retire=retire, max_iter=max_iter, subject_weights=subject_weights)
 
-    def _refit(self, *, warm: bool, retire: bool = False,
-               max_iter: int | None = None) -> list[Hashable]:
+    def _refit(self, *, warm: bool, retire: bool = False, max_iter: int | None = None,
+               subject_weights: Mapping[Hashable, float] | None = None) -> list[Hashable]:
         if self.difficulty:
             self._refit_difficulty(warm=warm, max_iter=max_iter)
             return self._retire_after_refit(retire)
@@ -595,7 +600,9 @@ class ConsensusEstimator(IndexedAnswers):
             init_log_prior=self._log_class_prior if warm else np.log(self.class_prior),
             learn_class_prior=self.learn_class_prior,
             max_iter=self.max_iter if max_iter is None else int(max_iter), tol=self.tol,
-            leave_one_out=self.leave_one_out and warm)
+            leave_one_out=self.leave_one_out and warm,
+            subject_weights=None if subject_weights is None else np.array(
+                [float(subject_weights.get(x, 1.0)) for x in self._subjects.ids[:n_s]]))
         self._counts[:n_w] = result.counts
         if self.learn_skill_prior and n_w:
             pooled = result.counts.sum(axis=0) + self.skill_prior
@@ -912,6 +919,9 @@ def replay_log(config: dict, records: Iterable[dict]) -> ConsensusEstimator:
             est.add_answer(rec["subject"], rec["worker"], rec["answer"],
                            counts=rec.get("counts", True), gold=rec.get("gold"))
         elif kind == "refit":
+            if rec.get("weighted"):
+                raise ValueError("a refit with subject weights is repeated by replaying its workflow "
+                                 "(aggregation.workflow), not this node's log alone")
             est.refit(retire=rec.get("retire", True), max_iter=rec.get("max_iter"))
         elif kind == "gold":
             est.set_gold(rec["subject"], rec["truth"])

@@ -508,9 +508,13 @@ class WorkflowAggregator:
         """Batch EM refit of every question node (warm-started), then retirement looked at again
         for every active subject. Returns the subjects retired by it, in a stable order."""
         first_question = self.retirement.scope == "first_question"
+        # A node's answers teach its skills in proportion to the subject's reach of it: a galaxy
+        # that is surely smooth says nothing of how well its volunteers judge spiral arms.
+        reach = {subject: self.reach(subject) for subject in self._subjects}
         for key, est in self.estimators.items():
+            weights = None if key == self.first_task else {subject: r[key] for subject, r in reach.items()}
             for node in est if isinstance(est, list) else [est]:
-                node.refit(retire=first_question and key == self.first_task)
+                node.refit(retire=first_question and key == self.first_task, subject_weights=weights)
         newly: list[Hashable] = []
         for subject, state in self._subjects.items():
             if state.retired is not None or state.gold:

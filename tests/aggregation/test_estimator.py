@@ -297,3 +297,21 @@ def test_an_answer_that_is_never_true_does_not_become_a_class_of_ambiguous_subje
     est = ConsensusEstimator(4).fit({"subject": s, "worker": w, "answer": a})
     assert est.class_prior_[3] < 0.05
     assert (est.predict() == truth).mean() >= plurality - 0.05
+
+
+def test_subject_weights_keep_answers_on_subjects_without_the_question_out_of_the_skills() -> None:
+    """A refit weighs each subject's answers by ``subject_weights``: answers on subjects weighted 0
+    (a spiral-arms question on a galaxy that is surely smooth) teach no skill and no class share."""
+    rows = [(f"disk{i}", w, 0) for i in range(20) for w in ("a", "b", "c")]
+    noise = [(f"smooth{i}", "a", i % 2) for i in range(60)] + [(f"smooth{i}", "b", (i + 1) % 2) for i in range(60)]
+    weights = {f"smooth{i}": 0.0 for i in range(60)}
+    skills = {}
+    for weighted in (False, True):
+        est = ConsensusEstimator(2)
+        est.partial_fit(rows + noise)
+        est.refit(subject_weights=weights if weighted else None)
+        skills[weighted] = est.confusion("a")[0, 0]
+        if weighted:
+            with pytest.raises(ValueError, match="replaying its workflow"):
+                replay_log(est.to_dict()["config"], est.log())
+    assert skills[True] > 0.9 > skills[False]  # the noise on the smooth galaxies no longer drags "a" down
