@@ -119,7 +119,8 @@ def main() -> None:
         non_gold = [g for g in range(len(galaxies)) if g not in gold]
         share = float(labels[non_gold].mean())
         run = {"seed": seed, "featured_share": round(share, 4), "a_40_votes_majority": offline_majority(crowd, non_gold, 40, seed)}
-        settings = (("uniform", {}), ("learned", {"learn_class_prior": True}), ("true share", {"class_prior": [1 - share, share]}))
+        settings = (("uniform", {"learn_class_prior": False}), ("learned", {"learn_class_prior": True}),
+                    ("true share", {"class_prior": [1 - share, share], "learn_class_prior": False}))
         for name, options in settings[1:2] if args.skip_priors else settings:
             t0 = time.monotonic()
             run[name] = engine_alone(crowd, gold, options, args.refit_every, args.per_visit, seed, refit_start=args.refit_start) | {
