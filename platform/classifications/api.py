@@ -9,7 +9,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,10 +19,11 @@ from classifications.serializers import (
     ClassificationBatchInputSerializer,
     ClassificationInputSerializer,
     ClassificationResultSerializer,
-    ClassificationSerializer,
     NextSubjectsSerializer,
+    OwnerClassificationSerializer,
     OwnerSubjectSerializer,
     ProjectSerializer,
+    VolunteerClassificationSerializer,
     VolunteerSerializer,
     WorkflowSerializer,
 )
@@ -111,13 +112,30 @@ class ClassificationBatchView(APIView):
     @extend_schema(request=ClassificationBatchInputSerializer, responses={200: ClassificationResultSerializer(many=True)})
     def post(self, request: Request) -> Response:
         serializer = ClassificationBatchInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            raise ValidationError(_flat_batch_errors(serializer.errors))
         results = services.submit_classifications(_volunteer(request), serializer.validated_data["classifications"])
         any_created = any(result.created for result in results)
         return Response(
             ClassificationResultSerializer(results, many=True).data,
             status=status.HTTP_201_CREATED if any_created else status.HTTP_200_OK,
         )
+
+
+def _flat_batch_errors(errors: dict) -> dict:
+    """Item errors named as the services name them, ``classifications[2].metadata``, rather than DRF's
+    nesting (a list, or an object keyed by index)."""
+    items = errors.get("classifications")
+    if isinstance(items, dict) and "non_field_errors" in items:  # not a list, too long, empty
+        return {**errors, "classifications": items["non_field_errors"]}
+    pairs = items.items() if isinstance(items, dict) else enumerate(items) if isinstance(items, list) else ()
+    flat: dict = {}
+    for index, item in pairs:
+        if isinstance(item, dict):
+            flat.update({f"classifications[{index}].{field}": messages for field, messages in item.items()})
+    if not flat:
+        return errors
+    return {**{k: v for k, v in errors.items() if k != "classifications"}, **flat}
 
 
 class MeView(APIView):
@@ -128,7 +146,7 @@ class MeView(APIView):
 
 
 class MyClassificationsView(generics.ListAPIView):
-    serializer_class = ClassificationSerializer
+    serializer_class = VolunteerClassificationSerializer
 
     def get_queryset(self):  # noqa: ANN201 - a QuerySet of Classification
         return selectors.volunteer_history(_volunteer(self.request))
@@ -145,7 +163,7 @@ class OwnerOnlyMixin:
 
 
 class ProjectClassificationsView(OwnerOnlyMixin, generics.ListAPIView):
-    serializer_class = ClassificationSerializer
+    serializer_class = OwnerClassificationSerializer
 
     def get_queryset(self):  # noqa: ANN201 - a QuerySet of Classification
         self.check_owner(self.request, self.kwargs["pk"])

@@ -17,7 +17,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ClassificationRejected):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ParseError):
-        return Response({"non_field_errors": [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)
+        field = getattr(exc, "field", None) or "non_field_errors"  # JSONTooDeep names the top-level key
+        return Response({field: [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 

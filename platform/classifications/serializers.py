@@ -9,20 +9,35 @@ from django.core.files.storage import default_storage
 from rest_framework import serializers
 
 from classifications.models import Classification, Volunteer
+from classifications.parsers import json_value_problem
 from classifications.services import MAX_METADATA_BYTES
 from projects.models import Project, Workflow
 
 MAX_BATCH = 50
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
+
+
+class StorableJSONField(serializers.JSONField):
+    """Any JSON that PostgreSQL's jsonb stores and every reader can read back: no NUL or unpaired
+    surrogate characters, finite numbers of a sane size, bounded depth (see classifications.parsers).
+    Rejected with a field error rather than cleaned: a volunteer's data is stored as sent or not at all."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        problem = json_value_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return value
 
 
 class ClassificationInputSerializer(serializers.Serializer):
-    workflow = serializers.IntegerField(min_value=1)
-    subject = serializers.IntegerField(min_value=1)
-    annotations = serializers.JSONField()
+    workflow = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    subject = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    annotations = StorableJSONField()
     idempotency_key = serializers.CharField(max_length=64, trim_whitespace=False)
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     finished_at = serializers.DateTimeField(required=False, allow_null=True)
-    metadata = serializers.JSONField(required=False)
+    metadata = StorableJSONField(required=False)
 
     def validate_metadata(self, value: Any) -> dict:
         if not isinstance(value, dict):
@@ -50,15 +65,24 @@ class ClassificationResultSerializer(serializers.Serializer):
     gold = GoldFeedbackSerializer(allow_null=True)
 
 
-class ClassificationSerializer(serializers.ModelSerializer):
-    """A stored classification, for its volunteer's history and for project owners."""
+class VolunteerClassificationSerializer(serializers.ModelSerializer):
+    """A stored classification, for its volunteer's own history: never ``is_gold`` (which subjects
+    are gold stays with the project's owners; a volunteer who knew could answer those with care)."""
 
     class Meta:
         model = Classification
         fields = [
             "id", "workflow", "subject", "volunteer", "annotations", "started_at", "finished_at", "created_at",
-            "metadata", "idempotency_key", "counts", "already_seen", "subject_was_retired", "is_gold",
+            "metadata", "idempotency_key", "counts", "already_seen", "subject_was_retired",
         ]
+
+
+class OwnerClassificationSerializer(serializers.ModelSerializer):
+    """A stored classification, for the project's owners: gold status included."""
+
+    class Meta:
+        model = Classification
+        fields = [*VolunteerClassificationSerializer.Meta.fields, "is_gold"]
 
 
 class SubjectImageSerializer(serializers.Serializer):

@@ -1,13 +1,12 @@
 """URLs of the volunteer API, mounted under /api/."""
 
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
-from classifications import api
+from classifications import api, sign_in
 
 urlpatterns = [
     path("session/", api.SessionView.as_view(), name="api-session"),
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", sign_in.token_view, name="api-token"),
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
     path("projects/<int:pk>/classifications/", api.ProjectClassificationsView.as_view(), name="api-project-classifications"),
     path("workflows/<int:pk>/", api.WorkflowDetailView.as_view(), name="api-workflow"),

@@ -9,7 +9,6 @@ An annotation list must follow one path through the tree from ``first_task`` to 
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -18,6 +17,7 @@ TASK_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 MAX_TASKS = 50
 MAX_ANSWERS = 30
 MAX_MARKS_CEILING = 200  # no tool may allow more marks than this, whatever the workflow says
+MAX_COORDINATE = 1e9  # box coordinates and sizes, in pixels: finite and at most this in size
 
 
 def _next_keys(task: dict) -> list[str | None]:
@@ -118,8 +118,11 @@ def validate_annotations(
             errors.append(f"{where}: must be an object with exactly task and value")
             break
         key = annotation["task"]
+        if not isinstance(key, str):  # a list or an object is not even hashable
+            errors.append(f"{where}: task must be a task key (a string)")
+            break
         if key not in tasks:
-            errors.append(f"{where}: unknown task {key!r}")
+            errors.append(f"{where}: unknown task {key[:40]!r}")
             break
         if key != expected:
             errors.append(f"{where}: task {key!r} is not reachable here; the tree expects {expected!r}")
@@ -166,8 +169,9 @@ def _validate_marks(task: dict, marks: Any, image_size: tuple[int, int] | None) 
         if not isinstance(mark, dict) or set(mark) != {"tool", "x", "y", "width", "height"}:
             return [f"mark {i} must have exactly tool, x, y, width and height"]
         numbers = [mark[name] for name in ("x", "y", "width", "height")]
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
-            return [f"mark {i}: x, y, width and height must be finite numbers"]
+        # Compared, never converted: math.isfinite(10**400) raises OverflowError; NaN fails every comparison.
+        if any(isinstance(v, bool) or not isinstance(v, int | float) or not -MAX_COORDINATE <= v <= MAX_COORDINATE for v in numbers):
+            return [f"mark {i}: x, y, width and height must be finite numbers of at most {MAX_COORDINATE:.0e} in size"]
         tool = mark["tool"]
         if not isinstance(tool, int) or isinstance(tool, bool) or not 0 <= tool < len(tools):
             return [f"mark {i}: unknown tool {tool!r}"]
