@@ -106,6 +106,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
+from real_crowds import logit, real_worker_offsets  # noqa: E402  (bench/, beside this script; machine_loop's too)
+
 from aggregation import WorkflowAggregator  # noqa: E402
 from aggregation.evaluation import paired_accuracy_difference  # noqa: E402
 
@@ -130,9 +132,6 @@ STREAM_MODES = (("b", FIRST_QUESTION, None), ("c", None, None),
 BUDGET = 40
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p) - np.log1p(-p)
-
 
 def load_galaxies() -> tuple[list[str], np.ndarray, np.ndarray, Counter]:
     """GZ1 galaxies with an unambiguous truth: ids, T0 truth, T1 truth (-1: not a disk); and the
@@ -148,24 +147,6 @@ def load_galaxies() -> tuple[list[str], np.ndarray, np.ndarray, Counter]:
             t0.append(GZ1_CLASSES[r["CLASS"]][0])
             t1.append(GZ1_CLASSES[r["CLASS"]][1])
     return ids, np.array(t0), np.array(t1), dropped
-
-
-def real_worker_offsets(min_answers: int = 20) -> np.ndarray:
-    """logit(accuracy) − its mean, for every real worker of the duck and dog crowds (as machine_loop)."""
-    accuracies = []
-    for crowd in ("duck", "dog"):
-        with open(DATA / "crowds" / crowd / "truth.csv", encoding="utf-8") as handle:
-            truth = {r["question"]: r["truth"] for r in csv.DictReader(handle)}
-        right: Counter = Counter()
-        seen: Counter = Counter()
-        with open(DATA / "crowds" / crowd / "answers.csv", encoding="utf-8") as handle:
-            for r in csv.DictReader(handle):
-                if r["question"] in truth:
-                    seen[r["worker"]] += 1
-                    right[r["worker"]] += r["answer"] == truth[r["question"]]
-        accuracies += [(right[w] + 1) / (seen[w] + 2) for w in seen if seen[w] >= min_answers]
-    lg = logit(np.asarray(accuracies))
-    return lg - lg.mean()
 
 
 def t0_splits() -> dict[int, np.ndarray]:

@@ -73,7 +73,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
@@ -82,6 +81,9 @@ DATA = ROOT.parent / "shared" / "data"
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
+
+from platform_processes import start_worker  # noqa: E402  (bench/, beside this script)
+from real_crowds import logit, real_worker_offsets  # noqa: E402
 
 from aggregation.evaluation import majority_accuracy, paired_accuracy_difference  # noqa: E402
 from aggregation.retirement import PosteriorAbove, RetirementPolicy, parse_policy  # noqa: E402
@@ -104,28 +106,6 @@ def engine_policy(posterior: float) -> str:
     """(b)'s and (c)'s retirement policy: the platform's default with this posterior threshold."""
     rules = parse_policy(DEFAULT_POLICY).rules
     return str(RetirementPolicy([replace(r, threshold=posterior) if isinstance(r, PosteriorAbove) else r for r in rules]))
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p) - np.log1p(-p)
-
-
-def real_worker_offsets(min_answers: int = 20) -> np.ndarray:
-    """logit(accuracy) − its mean, for every real worker of the duck and dog crowds."""
-    accuracies = []
-    for crowd in ("duck", "dog"):
-        with open(DATA / "crowds" / crowd / "truth.csv", encoding="utf-8") as handle:
-            truth = {r["question"]: r["truth"] for r in csv.DictReader(handle)}
-        right: Counter = Counter()
-        seen: Counter = Counter()
-        with open(DATA / "crowds" / crowd / "answers.csv", encoding="utf-8") as handle:
-            for r in csv.DictReader(handle):
-                if r["question"] in truth:
-                    seen[r["worker"]] += 1
-                    right[r["worker"]] += r["answer"] == truth[r["question"]]
-        accuracies += [(right[w] + 1) / (seen[w] + 2) for w in seen if seen[w] >= min_answers]
-    lg = logit(np.asarray(accuracies))
-    return lg - lg.mean()
 
 
 def real_vote_shares() -> dict[int, np.ndarray]:
@@ -171,37 +151,6 @@ class Crowd:
             "galaxy_vote_share_quartiles": [round(float(x), 3) for x in np.quantile(self.q, [0.25, 0.5, 0.75])],
             "volunteer_offset_quartiles": [round(float(x), 3) for x in np.quantile(self.offsets, [0.25, 0.5, 0.75])],
         }
-
-
-def _database_url() -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    host = quote(s["HOST"], safe="") if s["HOST"].startswith("/") else s["HOST"]
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgresql://{s['USER']}:{s['PASSWORD'] or ''}@{host}{port}/{s['NAME']}"
-
-
-def start_worker(name: str, queue: str, log_dir: Path) -> subprocess.Popen:
-    from django.conf import settings
-
-    log = log_dir / f"{name}.log"
-    env = os.environ | {
-        "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL, "CHORUS_DATA_DIR": str(settings.DATA_DIR),
-        "CHORUS_MEDIA_ROOT": str(settings.MEDIA_ROOT), "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-    }
-    with open(log, "w") as output:  # the worker keeps its own descriptor
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "chorus", "worker", "-Q", queue, "--pool", "solo",
-             "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT / "platform", env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while "ready." not in log.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return process
 
 
 def gold_indices(n_galaxies: int, gold_share: float, rng: random.Random) -> set[int]:
@@ -537,9 +486,9 @@ def main() -> None:
 
     log_dir = data_dir / "bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    workers = [start_worker("aggregation", "aggregation", log_dir)]
+    workers = [start_worker("aggregation", "aggregation", log_dir / "aggregation.log")]
     if "c" in args.modes:
-        workers.append(start_worker("ml", "ml", log_dir))
+        workers.append(start_worker("ml", "ml", log_dir / "ml.log"))
     machine_settings = {
         "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
         "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,

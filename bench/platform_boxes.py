@@ -85,13 +85,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "boxes"
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-platform-boxes")  # its own embedded servers
+
+from platform_processes import start_worker  # noqa: E402  (bench/, beside this script; machine_loop's too)
 
 from aggregation.box_cli import Classification, read_boxes, read_gold, replay  # noqa: E402
 from aggregation.boxes import Box, BoxEngine, BoxPriors, Score, default_policy, score  # noqa: E402
@@ -200,37 +201,6 @@ def library_baseline(data: Input) -> tuple[dict[str, Any], BoxEngine, dict[str, 
 
 
 # ---------------------------------------------------------------------------------- platform
-def _database_url() -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    host = quote(s["HOST"], safe="") if s["HOST"].startswith("/") else s["HOST"]
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgresql://{s['USER']}:{s['PASSWORD'] or ''}@{host}{port}/{s['NAME']}"
-
-
-def start_worker(log: Path) -> subprocess.Popen:
-    """One Celery worker process on queue "aggregation" (solo pool), started as production starts it."""
-    from django.conf import settings
-
-    env = os.environ | {
-        "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL, "CHORUS_DATA_DIR": str(settings.DATA_DIR),
-        "CHORUS_MEDIA_ROOT": str(settings.MEDIA_ROOT), "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}",
-    }
-    with open(log, "w") as output:  # the worker keeps its own descriptor
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "chorus", "worker", "-Q", "aggregation", "--pool", "solo",
-             "--hostname", "boxes@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT / "platform", env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while "ready." not in log.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return process
-
-
 def stop_worker(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -513,7 +483,7 @@ def main() -> None:
             workflow, subject_of, volunteers = setup_platform(order, data.canvas, workers, max_marks, Path(tmp))
         log_dir = data_dir / "bench-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        worker_process = start_worker(log_dir / "aggregation-worker.log")
+        worker_process = start_worker("boxes", "aggregation", log_dir / "aggregation-worker.log")
         setup_seconds = time.monotonic() - t_setup
         print(f"platform set up in {setup_seconds:.1f} s: {len(subject_of)} subjects, {len(volunteers)} volunteers, "
               f"workflow {workflow.pk}, worker pid {worker_process.pid}", flush=True)

@@ -1,0 +1,46 @@
+"""Processes the platform benchmarks start beside themselves: a Celery worker as production starts it,
+pointed at the benchmark's own (embedded or external) PostgreSQL and Redis. No Django at import: the
+caller has set up Django before it calls these."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_url() -> str:
+    """The URL of the database Django is connected to (the embedded server's socket included)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    host = quote(s["HOST"], safe="") if s["HOST"].startswith("/") else s["HOST"]
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{s['USER']}:{s['PASSWORD'] or ''}@{host}{port}/{s['NAME']}"
+
+
+def start_worker(name: str, queue: str, log: Path) -> subprocess.Popen:
+    """One Celery worker process on ``queue`` (solo pool), its output in ``log``; returns once it is ready."""
+    from django.conf import settings
+
+    env = os.environ | {
+        "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "CHORUS_DATA_DIR": str(settings.DATA_DIR),
+        "CHORUS_MEDIA_ROOT": str(settings.MEDIA_ROOT), "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}",
+    }
+    with open(log, "w") as output:  # the worker keeps its own descriptor
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "chorus", "worker", "-Q", queue, "--pool", "solo",
+             "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=ROOT / "platform", env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 90
+    while "ready." not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return process
