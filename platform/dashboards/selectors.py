@@ -1,11 +1,13 @@
 """Read-only queries of the dashboards: live statistics with the projection, one subject's history,
-the model versions, the audit log, and the rows of the downloads (iterated, never all in memory)."""
+the model versions, the audit log, and the rows of the downloads (iterated, never all in memory): results,
+raw classifications, and the classifications in Zooniverse's (Panoptes') export format, with the column
+types of their Parquet files."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.apps import apps
@@ -474,4 +476,112 @@ def classification_rows(workflow: Workflow) -> Iterator[dict[str, Any]]:
             "applied_seq": c.applied_seq,
             "annotations": c.annotations,
             "metadata": c.metadata,
+        }
+
+
+# --- column types of the Parquet downloads ("json": the JSON text the CSV cell holds) --------------------
+
+
+CLASSIFICATION_COLUMN_TYPES = {
+    "id": "int", "subject_id": "int", "volunteer_id": "int", "counts": "bool", "already_seen": "bool",
+    "subject_was_retired": "bool", "is_gold": "bool", "applied_seq": "int", "annotations": "json", "metadata": "json",
+}
+
+
+def result_column_types(workflow: Workflow) -> dict[str, str]:
+    types = {"subject_id": "int", "classification_count": "int", "is_gold": "bool"}
+    for key in question_keys(workflow):
+        types |= {f"{key}.probability": "float", f"{key}.posterior": "json"} | _risk_types(key)
+    for key in drawing_keys(workflow):
+        types |= {f"{key}.objects": "json", f"{key}.expected_risk": "float"} | _risk_types(key)
+    return types
+
+
+def _risk_types(key: str) -> dict[str, str]:
+    return {f"{key}.weighted_risk": "float", f"{key}.settled": "bool"}
+
+
+# --- the classification export in Zooniverse's (Panoptes') format -----------------------------------------
+
+
+PANOPTES_COLUMNS = [
+    "classification_id", "user_name", "user_id", "workflow_id", "workflow_name", "workflow_version", "created_at",
+    "metadata", "annotations", "subject_data", "subject_ids",
+]
+PANOPTES_COLUMN_TYPES = {
+    "classification_id": "int", "user_id": "int", "workflow_id": "int", "metadata": "json", "annotations": "json",
+    "subject_data": "json",
+}
+CHORUS_WORKFLOW_VERSION = "1.0"  # Chorus workflows are not versioned; imported ones keep Panoptes' version
+
+
+def panoptes_created_at(moment: datetime) -> str:
+    """Panoptes' ``created_at``: "2024-02-23 16:17:42 UTC"."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def panoptes_annotations(workflow: Workflow, annotations: list[dict]) -> list[dict[str, Any]]:
+    """Chorus annotations as Panoptes writes them: ``{"task", "task_label", "value"}``, the value an answer
+    index (single), a list of indices (multiple) or a list of marks ``{tool, x, y, width, height,
+    tool_label}`` (drawing)."""
+    tasks = workflow.tasks["tasks"]
+    out = []
+    for annotation in annotations or []:
+        key, value = annotation.get("task"), annotation.get("value")
+        task = tasks.get(key, {})
+        label = task.get("question") or task.get("instruction")
+        if task.get("type") == "drawing" and isinstance(value, list):
+            tools = task.get("tools", [])
+            value = [
+                {**{name: mark.get(name) for name in ("tool", "x", "y", "width", "height")},
+                 "tool_label": tools[mark["tool"]]["label"] if isinstance(mark.get("tool"), int) and mark["tool"] < len(tools) else None}
+                for mark in value
+            ]
+        out.append({"task": key, "task_label": label, "value": value})
+    return out
+
+
+def panoptes_rows(workflow: Workflow) -> Iterator[dict[str, Any]]:
+    """Every classification of the workflow as a row of a Panoptes classification export.
+
+    ``subject_ids`` is the Chorus subject id, and ``subject_data`` that subject's metadata with its
+    ``#external_id``. Classifications imported from Zooniverse (projects.zooniverse) keep their
+    Panoptes user name, user id, workflow version and metadata; others have the Chorus user's name and
+    id, or ``not-logged-in-<volunteer id>`` and no user id for an anonymous volunteer.
+    """
+    classifications = (
+        Classification.objects.filter(workflow=workflow)
+        .select_related("subject", "volunteer__user")
+        .only("id", "subject_id", "subject__external_id", "subject__metadata", "volunteer_id", "volunteer__user__id",
+              "volunteer__user__username", "created_at", "started_at", "finished_at", "annotations", "metadata")
+        .order_by("id")
+    )
+    for c in classifications.iterator(chunk_size=2000):
+        imported = c.metadata.get("zooniverse") if isinstance(c.metadata.get("zooniverse"), dict) else None
+        user = c.volunteer.user
+        if imported is not None:
+            user_name = imported.get("user_name") or f"not-logged-in-{c.volunteer_id}"
+            user_id = int(imported["user_id"]) if str(imported.get("user_id") or "").isdigit() else None
+            version = imported.get("workflow_version") or CHORUS_WORKFLOW_VERSION
+            metadata = dict(c.metadata.get("panoptes") or {})
+        else:
+            user_name = user.get_username() if user is not None else f"not-logged-in-{c.volunteer_id}"
+            user_id = user.pk if user is not None else None
+            version = CHORUS_WORKFLOW_VERSION
+            metadata = dict(c.metadata)
+        metadata.setdefault("started_at", _iso(c.started_at))
+        metadata.setdefault("finished_at", _iso(c.finished_at))
+        metadata.setdefault("source", "chorus")
+        yield {
+            "classification_id": c.pk,
+            "user_name": user_name,
+            "user_id": user_id,
+            "workflow_id": workflow.pk,
+            "workflow_name": workflow.name,
+            "workflow_version": version,
+            "created_at": panoptes_created_at(c.created_at),
+            "metadata": metadata,
+            "annotations": panoptes_annotations(workflow, c.annotations),
+            "subject_data": {str(c.subject_id): {**(c.subject.metadata or {}), "#external_id": c.subject.external_id}},
+            "subject_ids": str(c.subject_id),
         }

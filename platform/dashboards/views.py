@@ -32,19 +32,32 @@ def subject(request: HttpRequest, workflow: Workflow, subject_id: int) -> JsonRe
     return JsonResponse(selectors.subject_detail(workflow, state))
 
 
-FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json", "parquet": "application/vnd.apache.parquet"}
+KINDS = {"results", "classifications", "panoptes-classifications"}
 
 
 @require_safe
 @manager_required
 def download(request: HttpRequest, workflow: Workflow, kind: str, fmt: str) -> HttpResponse:
-    if fmt not in FORMATS or kind not in {"results", "classifications"}:
+    """``results``, ``classifications`` or ``panoptes-classifications`` (Zooniverse's export format), as
+    CSV, JSON or Parquet."""
+    if fmt not in FORMATS or kind not in KINDS:
         raise Http404("unknown download")
     if kind == "results":
         columns, rows = selectors.result_columns(workflow), selectors.result_rows(workflow)
-    else:
+        types = selectors.result_column_types(workflow)
+    elif kind == "classifications":
         columns, rows = selectors.CLASSIFICATION_COLUMNS, selectors.classification_rows(workflow)
-    chunks = downloads.csv_lines(columns, rows) if fmt == "csv" else downloads.json_chunks(rows)
+        types = selectors.CLASSIFICATION_COLUMN_TYPES
+    else:
+        columns, rows = selectors.PANOPTES_COLUMNS, selectors.panoptes_rows(workflow)
+        types = selectors.PANOPTES_COLUMN_TYPES
+    if fmt == "csv":
+        chunks = downloads.csv_lines(columns, rows)
+    elif fmt == "json":
+        chunks = downloads.json_chunks(rows)
+    else:
+        chunks = downloads.parquet_chunks(columns, types, rows)
     return downloads.streamed(chunks, f"{workflow.project.slug}-workflow{workflow.pk}-{kind}.{fmt}", FORMATS[fmt])
 
 

@@ -94,7 +94,7 @@ def test_raw_classifications_as_csv_and_json(client, owned_workflow, users, vote
     assert rows[0]["applied_seq"] == ""  # not applied yet
     data = json.loads(_body(client.get(f"/dashboards/workflows/{workflow.pk}/download/classifications.json")))
     assert [d["id"] for d in data] == [int(r["id"]) for r in rows]
-    assert client.get(f"/dashboards/workflows/{workflow.pk}/download/classifications.parquet").status_code == 404
+    assert client.get(f"/dashboards/workflows/{workflow.pk}/download/classifications.xlsx").status_code == 404
     assert client.get(f"/dashboards/workflows/{workflow.pk}/download/everything.csv").status_code == 404
 
 
