@@ -17,7 +17,35 @@ from PIL import Image, UnidentifiedImageError
 from projects.models import Project, Subject, SubjectImage, SubjectSet, SubjectWorkflowState, Workflow
 from projects.task_tree import validate_task_tree
 
-DEMO_DATA_DIR = Path(__file__).resolve().parents[1] / "demo_data" / "gz1"
+DEMO_DATA_ROOT = Path(__file__).resolve().parents[1] / "demo_data"
+DEMO_DATA_DIR = DEMO_DATA_ROOT / "gz1"
+DEMO_PROJECT_SLUG = "galaxy-demo"
+DEMO_WORKFLOW_NAME = "Galaxy shapes"
+# The demo's samples (demo_data/README.md): name -> (folder, subject set). "small" (48 galaxies, the
+# tests' and ``create_demo_project``'s default) is too small for the machine to learn anything;
+# "gz1_2000" (2,000 galaxies, ``manage.py demo``'s default) is big enough for the CNN in the loop.
+DEMO_SAMPLES: dict[str, tuple[Path, str]] = {
+    "small": (DEMO_DATA_DIR, "GZ1 sample"),
+    "gz1_2000": (DEMO_DATA_ROOT / "gz1_2000", "GZ1 2,000 galaxies"),
+}
+# The machine's settings (machine/config.py) of the demo workflow once it holds the 2,000 galaxies:
+# a retraining every 100 human retirements from 100 training subjects, small images and few epochs
+# (the demo runs on a laptop's CPU), and bars for machine retirement below the platform's defaults
+# (0.9 and 0.98), which a CNN trained on a few hundred galaxies and measured on ~100 gold ones
+# does not reach within a demo.
+DEMO_ACTIVE_LEARNING: dict = {
+    "enabled": True,
+    "retrain_every": 100,
+    "min_train": 100,
+    "image_size": 48,
+    "pretrain_epochs": 5,
+    "epochs": 6,
+    "warm_epochs": 2,
+    "min_steps": 100,
+    "mc_samples": 10,
+    "min_gold_accuracy": 0.85,
+    "min_retire_accuracy": 0.95,
+}
 
 DEMO_TASKS: dict = {
     "first_task": "T0",
@@ -238,27 +266,33 @@ def retire_subject(state: SubjectWorkflowState, reason: str) -> bool:
     return bool(updated)
 
 
-def create_demo_project(owner: object | None = None) -> Workflow:
-    """The ready-to-classify galaxy project of the demo, from the sample committed in demo_data/.
+def create_demo_project(owner: object | None = None, sample: str = "small") -> Workflow:
+    """The ready-to-classify galaxy project of the demo, from a sample committed in demo_data/.
 
+    ``sample`` is a key of ``DEMO_SAMPLES``: ``"small"`` (48 galaxies, no machine: fast, for tests)
+    or ``"gz1_2000"`` (2,000 galaxies; the first time they are added the machine is turned on with
+    ``DEMO_ACTIVE_LEARNING``, unless the workflow already has machine settings of its own).
     Idempotent: running it again returns the existing workflow and imports nothing twice.
     """
+    if sample not in DEMO_SAMPLES:
+        raise ValueError(f"unknown demo sample {sample!r}: one of {', '.join(DEMO_SAMPLES)}")
+    data_dir, set_name = DEMO_SAMPLES[sample]
     project, _ = Project.objects.get_or_create(
-        slug="galaxy-demo",
+        slug=DEMO_PROJECT_SLUG,
         defaults={
             "title": "Chorus Galaxy Demo",
             "description": "Classify SDSS galaxies by shape, as Galaxy Zoo volunteers did, and mark "
             "companion galaxies and bright clumps.",
-            "attribution": (DEMO_DATA_DIR / "README.md").read_text(encoding="utf-8"),
+            "attribution": (data_dir / "README.md").read_text(encoding="utf-8"),
         },
     )
     if owner is not None:
         project.owners.add(owner)
-    workflow = project.workflows.filter(name="Galaxy shapes").first()
+    workflow = project.workflows.filter(name=DEMO_WORKFLOW_NAME).first()
     if workflow is None:
         workflow = create_workflow(
             project,
-            "Galaxy shapes",
+            DEMO_WORKFLOW_NAME,
             DEMO_TASKS,
             gold_feedback_rate=1.0,
             field_guide=[
@@ -273,8 +307,11 @@ def create_demo_project(owner: object | None = None) -> Workflow:
                 {"title": "Mark", "text": "Draw a box around each companion or clump, or none, then submit."},
             ],
         )
-    subject_set, _ = SubjectSet.objects.get_or_create(project=project, name="GZ1 sample")
-    import_subjects(subject_set, DEMO_DATA_DIR / "manifest.csv", DEMO_DATA_DIR / "images", [workflow])
+    subject_set, created = SubjectSet.objects.get_or_create(project=project, name=set_name)
+    if created and sample != "small" and not workflow.active_learning:
+        workflow.active_learning = dict(DEMO_ACTIVE_LEARNING)
+        workflow.save(update_fields=["active_learning", "updated_at"])
+    import_subjects(subject_set, data_dir / "manifest.csv", data_dir / "images", [workflow])
     return workflow
 
 
