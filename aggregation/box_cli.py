@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from aggregation.boxes import Box, BoxEngine, BoxPriors, Score, default_policy, score
 from aggregation.io import first_undecodable_line
+from aggregation.replay import UNKNOWN_EXAMPLES, examples
 from aggregation.retirement import parse_policy
 
 BOX_FIELDS = ("x", "y", "width", "height")
@@ -216,12 +217,6 @@ def _iou(text: str) -> float:
     return value
 
 
-UNKNOWN_EXAMPLES = 5  # how many gold images absent from the crowd a warning names
-
-
-def _examples(ids: Sequence[str]) -> str:
-    shown = ", ".join(ids[:UNKNOWN_EXAMPLES])
-    return shown + (", ..." if len(ids) > UNKNOWN_EXAMPLES else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,12 +267,12 @@ def main(argv: list[str]) -> int:
         unknown_gold = [i for i in gold if i not in crowd_images]
         if len(unknown_gold) == gold_read:
             print(f"error: {args.gold}: none of its {gold_read} image(s) are in the crowd file "
-                  f"{args.boxes} (e.g. {_examples(unknown_gold)}); nothing to score",
+                  f"{args.boxes} (e.g. {examples(unknown_gold)}); nothing to score",
                   file=sys.stderr)
             return 2
         if unknown_gold:
             print(f"warning: {args.gold}: {len(unknown_gold)} of {gold_read} images are not in "
-                  f"the crowd file (e.g. {_examples(unknown_gold)}); scores are over the other "
+                  f"the crowd file (e.g. {examples(unknown_gold)}); scores are over the other "
                   f"{gold_read - len(unknown_gold)}", file=sys.stderr)
             gold = {i: b for i, b in gold.items() if i in crowd_images}
     # Each run: (gold images the engine may learn from, gold images it is scored on).

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .io import AnswerTable, CsvError, TruthTable, read_answers, read_truth_table
-from .replay import DEFAULT_ONLINE_POLICY, UNKNOWN_EXAMPLES, match_truth, replay
+from .replay import DEFAULT_ONLINE_POLICY, examples, match_truth, replay
 from .retirement import POLICY_SYNTAX, PosteriorAbove, RetirementPolicy, parse_policy
 
 
@@ -100,11 +100,6 @@ def _check_policy(policy: RetirementPolicy | None, k: int) -> str | None:
     return None
 
 
-def _examples(ids: list[str]) -> str:
-    shown = ", ".join(ids[:UNKNOWN_EXAMPLES])
-    return shown + (", ..." if len(ids) > UNKNOWN_EXAMPLES else "")
-
-
 def replay_main(argv: Sequence[str]) -> int:
     """Entry point of ``replay``; returns the exit status (2 for bad input)."""
     args = _replay_parser().parse_args(list(argv))
@@ -131,12 +126,12 @@ def replay_main(argv: Sequence[str]) -> int:
         n, unknown = match.n_truth, match.unknown
         if not match.scored:
             print(f"error: {args.truth}: none of its {n} question(s) are in the answers "
-                  f"{args.answers} (e.g. {_examples(unknown)}); no accuracy to measure",
+                  f"{args.answers} (e.g. {examples(unknown)}); no accuracy to measure",
                   file=sys.stderr)
             return 2
         if unknown:
             print(f"warning: {args.truth}: {len(unknown)} of {n} questions are not in the "
-                  f"answers (e.g. {_examples(unknown)}); accuracy is over the other "
+                  f"answers (e.g. {examples(unknown)}); accuracy is over the other "
                   f"{n - len(unknown)}", file=sys.stderr)
     result, _ = replay(table, truth.labels if truth is not None else None, n_classes=k,
                        online=args.online, policy=policy, refit_every=args.refit_every,

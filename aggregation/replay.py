@@ -10,6 +10,7 @@ appear in the answers; how many truth questions were not (``n_truth_unknown``, w
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -47,7 +48,13 @@ class ReplayResult:
         return asdict(self)
 
 
-UNKNOWN_EXAMPLES = 5  # how many unknown truth questions a result or a warning names
+UNKNOWN_EXAMPLES = 5  # how many unknown ids (truth questions, gold images) a result or a warning names
+
+
+def examples(ids: Sequence[str]) -> str:
+    """The first ``UNKNOWN_EXAMPLES`` ids for a message, with "..." when there are more."""
+    shown = ", ".join(ids[:UNKNOWN_EXAMPLES])
+    return shown + (", ..." if len(ids) > UNKNOWN_EXAMPLES else "")
 
 
 @dataclass

@@ -66,7 +66,6 @@ import csv
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -82,7 +81,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
 
-from platform_processes import start_worker  # noqa: E402  (bench/, beside this script)
+from platform_processes import reset_platform, start_worker  # noqa: E402  (bench/, beside this script)
 from real_crowds import logit, real_worker_offsets  # noqa: E402
 
 from aggregation.evaluation import majority_accuracy, paired_accuracy_difference  # noqa: E402
@@ -452,23 +451,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    settings.MEDIA_ROOT = data_dir / "bench-media"
-    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
-    call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
-    from live import hot_state
-
-    hot_state.client().flushdb()
-    from django.core.cache import cache
-
-    cache.clear()
-    import redis
-
-    redis.Redis.from_url(settings.REDIS_URL).flushdb() if not settings.REDIS_URL.startswith("redis+socket://") else redis.Redis(
-        unix_socket_path=settings.REDIS_URL.removeprefix("redis+socket://")).flushdb()
+    reset_platform(data_dir)
 
     from classifications.models import Volunteer
     from live.services import rebuild_hot_state

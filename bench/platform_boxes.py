@@ -75,7 +75,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,7 +91,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-platform-boxes")  # its own embedded servers
 
-from platform_processes import start_worker  # noqa: E402  (bench/, beside this script; machine_loop's too)
+from platform_processes import reset_platform, start_worker  # noqa: E402  (bench/, beside this script; machine_loop's too)
 
 from aggregation.box_cli import Classification, read_boxes, read_gold, replay  # noqa: E402
 from aggregation.boxes import Box, BoxEngine, BoxPriors, Score, default_policy, score  # noqa: E402
@@ -208,28 +207,6 @@ def stop_worker(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
-
-
-def reset_platform(data_dir: Path) -> None:
-    """A clean database, Redis and media folder for this benchmark's own servers."""
-    from django.conf import settings
-    from django.core.cache import cache
-    from django.core.management import call_command
-
-    from live import hot_state
-
-    settings.MEDIA_ROOT = data_dir / "bench-media"
-    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
-    call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
-    hot_state.client().flushdb()
-    cache.clear()
-    import redis
-
-    url = settings.REDIS_URL
-    broker = (redis.Redis(unix_socket_path=url.removeprefix("redis+socket://")) if url.startswith("redis+socket://")
-              else redis.Redis.from_url(url))
-    broker.flushdb()  # no task left from an earlier run
 
 
 def drawing_tasks(max_marks: int) -> dict:

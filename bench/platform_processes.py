@@ -5,6 +5,7 @@ caller has set up Django before it calls these."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,3 +45,25 @@ def start_worker(name: str, queue: str, log: Path) -> subprocess.Popen:
             raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     return process
+
+
+def reset_platform(data_dir: Path) -> None:
+    """A clean database, Redis and media folder for this benchmark's own servers."""
+    from django.conf import settings
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from live import hot_state
+
+    settings.MEDIA_ROOT = data_dir / "bench-media"
+    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+    call_command("migrate", verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+    hot_state.client().flushdb()
+    cache.clear()
+    import redis
+
+    url = settings.REDIS_URL
+    broker = (redis.Redis(unix_socket_path=url.removeprefix("redis+socket://")) if url.startswith("redis+socket://")
+              else redis.Redis.from_url(url))
+    broker.flushdb()  # no task left from an earlier run

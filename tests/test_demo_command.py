@@ -31,6 +31,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+
+def _stop(demo: subprocess.Popen, data_dir: Path, how: signal.Signals) -> None:
+    """Stop a demo process, then the embedded servers it left under ``data_dir``, and remove them."""
+    demo.send_signal(how)
+    try:
+        demo.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        demo.kill()
+    sys.path.insert(0, str(ROOT / "platform"))
+    from chorus import embedded
+
+    embedded.stop_embedded_servers(data_dir)
+    import shutil
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+
 def test_the_demo_serves_galaxies_and_aggregates_a_classification(tmp_path: Path) -> None:
     port = _free_port()
     data_dir = Path("/tmp") / f"chorus-demo-test-{os.getpid()}"  # short: unix socket paths are limited
@@ -92,18 +108,7 @@ def test_the_demo_serves_galaxies_and_aggregates_a_classification(tmp_path: Path
             time.sleep(0.5)
         assert states[subjects[0]["id"]]["posterior"]["T0"][0] > 0.25
     finally:
-        demo.send_signal(signal.SIGTERM)
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-        sys.path.insert(0, str(ROOT / "platform"))
-        from chorus import embedded
-
-        embedded.stop_embedded_servers(data_dir)
-        import shutil
-
-        shutil.rmtree(data_dir, ignore_errors=True)
+        _stop(demo, data_dir, signal.SIGTERM)
 
 
 def test_the_demo_runs_a_simulated_crowd_that_finishes(tmp_path: Path) -> None:
@@ -136,15 +141,4 @@ def test_the_demo_runs_a_simulated_crowd_that_finishes(tmp_path: Path) -> None:
         rows = page["results"] if isinstance(page, dict) else page
         assert rows and all(row["metadata"]["simulated"] is True for row in rows)
     finally:
-        demo.send_signal(signal.SIGINT)  # Ctrl+C
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-        sys.path.insert(0, str(ROOT / "platform"))
-        from chorus import embedded
-
-        embedded.stop_embedded_servers(data_dir)
-        import shutil
-
-        shutil.rmtree(data_dir, ignore_errors=True)
+        _stop(demo, data_dir, signal.SIGINT)  # Ctrl+C
