@@ -248,11 +248,6 @@ def stored_posterior(engine: WorkflowEngine, subject_id: int, risks: Sequence[An
     return out
 
 
-def task_risks(engine: WorkflowEngine, subject_id: int) -> dict[str, dict]:
-    """Each task's reach, risk, weighted risk, bar and whether it is settled (for the subject page)."""
-    return {risk.task: risk.to_dict() for risk in engine.aggregator.task_risks(subject_id)}
-
-
 def queue_value(engine: WorkflowEngine, subject_id: Any) -> float:
     """What one more human classification of this subject is worth (``WorkflowAggregator.value``)."""
     return engine.aggregator.value(subject_id)
