@@ -117,7 +117,8 @@ TASKS = {
                        {"label": "merger", "next": None}, {"label": "star or artifact", "next": None}]},
     "T1": {"type": "single", "question": "Edge-on, or spiral arms clockwise / anticlockwise?",
            "answers": [{"label": "edge-on", "next": None}, {"label": "clockwise", "next": None},
-                       {"label": "anticlockwise", "next": None}]},
+                       {"label": "anticlockwise", "next": None}],
+           "mirror_swaps": [[1, 2]]},  # what a mirror image swaps (the engine ignores it; the CNN uses it)
 }
 SMOOTH, DISK, MERGER, ARTIFACT = range(4)
 EDGE_ON, CLOCKWISE, ANTICLOCKWISE = range(3)

@@ -258,12 +258,12 @@ def wait_machine(workflow, timeout: float = 1800) -> float:
     """Wait for a queued training (or pretraining) run, its promotion, predictions and their application; seconds."""
     from django.core.cache import cache
 
-    from machine import services
+    from machine import heartbeat
     from machine.models import ModelVersion
 
     t0 = time.monotonic()
     deadline = t0 + timeout
-    while cache.get(services.training_key(workflow.pk)) or ModelVersion.objects.filter(workflow=workflow, state="training").exists():
+    while cache.get(heartbeat.training_key(workflow.pk)) or ModelVersion.objects.filter(workflow=workflow, state="training").exists():
         if time.monotonic() > deadline:
             raise RuntimeError("training took too long")
         time.sleep(0.2)
@@ -288,7 +288,7 @@ def simulate(workflow, crowd: Crowd, volunteers: list, index_of: dict[int, int],
     from classifications.selectors import next_subjects
     from classifications.services import submit_classifications
     from live.services import refit_workflow
-    from machine import services
+    from machine import training
     from projects.models import SubjectWorkflowState
 
     rng = random.Random(args.seed)  # the same arrival order in every mode
@@ -328,7 +328,7 @@ def simulate(workflow, crowd: Crowd, volunteers: list, index_of: dict[int, int],
                 since_refit = 0
                 wait_applied(workflow.pk)
                 refit_workflow(workflow.pk)
-            if machine and services.check_retraining():
+            if machine and training.check_retraining():
                 machine_seconds += wait_machine(workflow)
             if not active.exists():
                 break

@@ -100,8 +100,11 @@ def machine_passes(workflow, labels: dict[int, int], n_versions: int) -> dict:
 def versions_on_gold(workflow) -> list[dict]:
     """Per model version: its state, the gold its line had retired (replayed) and how right, what its
     own rule would retire on gold, and what of that its line had not retired yet: what it would add."""
+    from machine.config import machine_settings
+    from machine.gold_gate import replay_line, replay_on_gold
     from machine.models import ModelVersion
-    from machine.services import gold_line, gold_set, machine_settings, replay_line, replay_on_gold
+    from machine.selectors import gold_line
+    from machine.training_data import gold_set
 
     cfg = machine_settings(workflow)
     ids, y = gold_set(workflow)

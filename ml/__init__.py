@@ -8,6 +8,9 @@ Pillow. The platform calls this package; it never calls the platform.
     clf.fit(paths, {"smooth_or_featured": posteriors}, epochs=20)
     probs = clf.predict_proba(new_paths)["smooth_or_featured"]
     scores = acquisition.bald(clf.mc_predict(new_paths, 30)["smooth_or_featured"])
+
+A chirality question names the answers a mirror image swaps, and its head follows the mirror
+instead of ignoring it (``ml.model``): ``GalaxyClassifier(heads=[("T1", 3)], mirror_swaps={"T1": [(1, 2)]})``.
 """
 
 from ml import acquisition, metrics

@@ -1,30 +1,66 @@
 """Data augmentation in plain torch for galaxy images ``(N, 3, S, S)`` in [0, 1].
 
-A galaxy's class does not depend on its orientation or on its chirality for the smooth/featured
-question, so each training image gets a random element of the dihedral group D4 (exact:
-quarter turns and mirroring permute pixels), plus a small random rotation, shift and scale
-(one bilinear resampling through ``grid_sample``) and a small brightness change.
-All randomness comes from the given ``torch.Generator``, so a seed reproduces a run.
+A galaxy's class does not depend on its orientation, so each training image gets a random
+element of the dihedral group D4 (exact: quarter turns and mirroring permute pixels), plus a
+small random rotation, shift and scale (one bilinear resampling through ``grid_sample``, never a
+reflection) and a small brightness change. All randomness comes from the given
+``torch.Generator``, so a seed reproduces a run.
+
+A reflection does change the answer of a chirality question (clockwise or anticlockwise arms),
+so ``augment_with_reflections`` also says which images it mirrored, and ``mirror_targets`` swaps
+those images' target columns for the heads that declare ``mirror_swaps`` (``ml.model``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ml.model import dihedral
+from ml.model import REFLECTING, dihedral
 
 
-def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply an independent random D4 element to each image."""
-    ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
+def random_dihedral_elements(
+    x: torch.Tensor, generator: torch.Generator, reflect: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply an independent random D4 element to each image; returns the images and the elements
+    ``(N,)`` (0..7, as ``ml.model.dihedral``; 4..7 mirror). With ``reflect`` (bool ``(N,)``) only
+    the quarter turn is random and image ``i`` is mirrored exactly where ``reflect[i]``."""
+    if reflect is None:
+        ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
+    else:
+        ks = torch.randint(0, 4, (x.shape[0],), generator=generator) + 4 * reflect.long()
     out = torch.empty_like(x)
     for k in range(8):
         idx = (ks == k).nonzero(as_tuple=True)[0]
         if idx.numel():
             out[idx] = dihedral(x[idx], k)
+    return out, ks
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply an independent random D4 element to each image."""
+    return random_dihedral_elements(x, generator)[0]
+
+
+def mirror_targets(
+    targets: Mapping[str, torch.Tensor], reflected: torch.Tensor, permutations: Mapping[str, Sequence[int]]
+) -> dict[str, torch.Tensor]:
+    """The targets ``{question_key: (N, K)}`` of images of which those where ``reflected`` (bool
+    ``(N,)``) were mirrored: for each head in ``permutations`` (``ModelConfig.mirror_permutation``),
+    a mirrored row's column ``j`` becomes its column ``perm[j]``. Soft labels and vote counts alike;
+    rows that are missing (NaN or zero) stay missing. Other heads' tensors are returned as given."""
+    out = dict(targets)
+    if not bool(reflected.any()):
+        return out
+    for key, perm in permutations.items():
+        if key not in out:
+            continue
+        t = out[key].clone()
+        t[reflected] = t[reflected][:, list(perm)]
+        out[key] = t
     return out
 
 
@@ -59,22 +95,34 @@ def random_brightness(
     return (x * gain.to(x.dtype)).clamp_(0.0, 1.0)
 
 
+def augment_with_reflections(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training augmentation (random D4, small affine jitter, brightness) and which images it
+    mirrored (bool ``(N,)``). The affine jitter turns, shifts and scales but never mirrors."""
+    x, ks = random_dihedral_elements(x, generator)
+    reflected = ks >= REFLECTING.start
+    return random_brightness(random_affine(x, generator), generator), reflected
+
+
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The training augmentation: random D4, small affine jitter, brightness."""
-    return random_brightness(random_affine(random_dihedral(x, generator), generator), generator)
+    return augment_with_reflections(x, generator)[0]
 
 
-def contrastive_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def contrastive_augment(
+    x: torch.Tensor, generator: torch.Generator, reflect: torch.Tensor | None = None
+) -> torch.Tensor:
     """The stronger view-making augmentation of self-supervised pretraining (``ml.pretrain``):
     random D4, any rotation, shifts of ±10% and scales of exp(±0.3), a gain per colour channel
-    (±25%) and overall (±30%), and Gaussian noise of up to 2% of full scale.
+    (±25%) and overall (±30%), and Gaussian noise of up to 2% of full scale. With ``reflect``
+    (bool ``(N,)``), image ``i`` is mirrored exactly where ``reflect[i]`` (``random_dihedral_elements``).
 
     Why stronger than ``augment``: a contrastive task that the training augmentation's small
     changes leave easy teaches the network to match pixels, not galaxies (SimCLR, Chen et al.
     2020, found crops and colour changes essential); for survey images, changes of colour, size,
     position and noise stand for redshift, distance and depth (Hayat et al. 2021)."""
     n = x.shape[0]
-    x = random_affine(random_dihedral(x, generator), generator, max_shift=0.1, max_log_scale=0.3)
+    x = random_affine(random_dihedral_elements(x, generator, reflect)[0], generator, max_shift=0.1,
+                      max_log_scale=0.3)
     channel_gain = torch.exp((torch.rand(n, 3, 1, 1, generator=generator) * 2 - 1) * 0.25)
     x = x * channel_gain.to(x.dtype)
     x = random_brightness(x, generator, max_log_gain=0.3)

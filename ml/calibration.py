@@ -18,14 +18,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ml.model import align_views
+
 PRIOR_STRENGTH = 1.0  # as if one extra subject pulled towards scale 1, bias 0
 
 
-def fit_vector_scaling(logits: torch.Tensor, labels: np.ndarray, max_iter: int = 200) -> tuple[float, list[float]]:
+def fit_vector_scaling(
+    logits: torch.Tensor, labels: np.ndarray, max_iter: int = 200, *, view_columns: torch.Tensor | None = None
+) -> tuple[float, list[float]]:
     """The ``(scale, bias)`` minimising the log loss of ``mean_t softmax(logits[t] * scale + bias)``.
 
     ``logits`` is ``(T, N, K)``: T views of each subject (1, or 8 with test-time averaging), averaged
-    after the softmax as ``predict_proba`` does; ``labels`` the true answers ``(N,)``.
+    after the softmax as ``predict_proba`` does; ``labels`` the true answers ``(N,)``. ``view_columns``
+    (``ml.model.view_columns``) puts a mirrored view's answers in the subject's order after the
+    softmax, as ``predict_proba`` does for a head with ``mirror_swaps``: the calibration is of the
+    head's answer about the image it sees.
     """
     logits = logits.detach().to(torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -43,7 +50,7 @@ def fit_vector_scaling(logits: torch.Tensor, labels: np.ndarray, max_iter: int =
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        probs = torch.softmax(logits * log_scale.exp() + bias, dim=-1).mean(0)
+        probs = align_views(torch.softmax(logits * log_scale.exp() + bias, dim=-1), view_columns).mean(0)
         nll = -torch.log(probs[torch.arange(y.numel()), y].clamp_min(1e-12)).mean()
         loss = nll + PRIOR_STRENGTH * 0.5 * (log_scale**2 + (bias**2).sum()) / n
         loss.backward()

@@ -7,7 +7,12 @@ cut-outs first). Targets are ``{question_key: (N, K) soft labels or counts}`` or
 labels, see ``ml.train.as_targets``.
 
 Predictions, Monte Carlo samples and embeddings average over the 8 rotations/reflections of
-D4 when ``tta`` is on (the default), which makes them invariant to those transforms.
+D4 when ``tta`` is on (the default), which makes them invariant to those transforms; except that
+a head with ``mirror_swaps`` (answers a reflection exchanges, e.g. clockwise and anticlockwise
+spirals) is made equivariant: each mirrored view's probabilities are swapped back into the
+image's answer order before the average, so the prediction for a mirrored image is the swapped
+prediction (see ``ml.model``). Embeddings stay invariant (they describe a galaxy up to
+orientation and mirroring).
 ``calibrate`` refits each head's logits on known answers (gold): see ``ml.calibration``;
 ``cross_calibrate`` also says how well that does, out of fold.
 """
@@ -25,7 +30,7 @@ import torch
 
 from ml.calibration import apply_vector_scaling, fit_vector_scaling
 from ml.images import DEFAULT_CROP_FRACTION, load_images, preprocess, to_tensor
-from ml.model import GalaxyCNN, ModelConfig, dihedral
+from ml.model import GalaxyCNN, ModelConfig, align_views, dihedral, view_columns
 from ml.pretrain import pretrain_contrastive
 from ml.train import GalaxyDataset, TargetsLike, train
 
@@ -39,6 +44,8 @@ class GalaxyClassifier:
     ``heads`` lists ``(question_key, n_answers)``. ``output`` is ``"softmax"`` (train on soft
     labels such as the engine's posterior) or ``"dirichlet"`` (train on raw vote counts with
     the Dirichlet-multinomial likelihood). ``seed`` fixes the initial weights and training.
+    ``mirror_swaps`` maps a question key to the answer pairs that a reflection exchanges, e.g.
+    ``{"T1": [(1, 2)]}`` for edge-on / clockwise / anticlockwise; other heads are invariant.
     """
 
     def __init__(
@@ -52,10 +59,12 @@ class GalaxyClassifier:
         dropout: float = 0.3,
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
+        mirror_swaps: Mapping[str, Sequence[Sequence[int]]] | None = None,
     ) -> None:
         self.config = ModelConfig(
             heads=tuple(heads), image_size=image_size, channels=tuple(channels),
             embedding_dim=embedding_dim, dropout=dropout, output=output,
+            mirror_swaps=mirror_swaps or {},
         )
         if not 0.0 < crop_fraction <= 1.0:
             raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
@@ -77,6 +86,11 @@ class GalaxyClassifier:
     def heads(self) -> tuple[tuple[str, int], ...]:
         """The ``(question_key, n_answers)`` of each output head."""
         return self.config.heads
+
+    @property
+    def mirror_swaps(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        """``{question_key: ((i, j), ...)}``: the answers a reflection swaps, for the heads that have any."""
+        return dict(self.config.mirror_swaps)
 
     # -- images -------------------------------------------------------------------------
     def load(self, images: ImagesLike) -> np.ndarray:
@@ -162,7 +176,8 @@ class GalaxyClassifier:
     @torch.no_grad()
     def _transformed_embeddings(self, images: ImagesLike, tta: bool,
                                 batch_size: int = 256) -> torch.Tensor:
-        """Embeddings ``(T, N, D)`` of each image under T = 8 (tta) or 1 transforms."""
+        """Embeddings ``(T, N, D)`` of each image under T = 8 (tta) or 1 transforms; view ``t`` is
+        the image under D4 element ``t`` (``ml.model.dihedral``; 4..7 mirror)."""
         arr = self.load(images)
         self.model.eval()
         ks = range(8) if tta else range(1)
@@ -173,14 +188,21 @@ class GalaxyClassifier:
                 out[t, start : start + x.shape[0]] = self.model.embed(dihedral(x, k))
         return out
 
+    def _view_columns(self, key: str, n_views: int) -> torch.Tensor | None:
+        """How head ``key``'s answers of each of ``n_views`` views map to the image's answers
+        (``ml.model.view_columns``); None for a head without ``mirror_swaps`` or without TTA."""
+        return view_columns(self.config.mirror_permutation(key), n_views)
+
     def _probs(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Head probabilities from embeddings ``(..., D)`` (no dropout), calibrated where fitted."""
+        """Head probabilities ``(T, N, K)`` from the views' embeddings ``(T, N, D)`` (no dropout),
+        calibrated where fitted, each view's answers in the image's own order (so that averaging
+        over views is right for heads with ``mirror_swaps`` too)."""
         out = {}
         for key, head in self.model.heads.items():
             logits = head(emb)
             if key in self.calibration:
                 logits = apply_vector_scaling(logits, self.calibration[key]["scale"], self.calibration[key]["bias"])
-            out[key] = self.model.probabilities(logits)
+            out[key] = align_views(self.model.probabilities(logits), self._view_columns(key, emb.shape[0]))
         return out
 
     @torch.no_grad()
@@ -206,7 +228,8 @@ class GalaxyClassifier:
     def _fit_calibration(self, emb: torch.Tensor, labels: Mapping[str, np.ndarray]) -> None:
         for key, y in labels.items():
             with torch.enable_grad():
-                scale, bias = fit_vector_scaling(self.model.heads[key](emb), np.asarray(y))
+                scale, bias = fit_vector_scaling(self.model.heads[key](emb), np.asarray(y),
+                                                 view_columns=self._view_columns(key, emb.shape[0]))
             self.calibration[key] = {"scale": scale, "bias": bias, "n": int(len(y))}
 
     @torch.no_grad()
@@ -230,19 +253,22 @@ class GalaxyClassifier:
             if len(y) != len(folds):
                 raise ValueError(f"{len(folds)} fold numbers for {len(y)} answers")
             logits = self.model.heads[key](emb)
+            columns = self._view_columns(key, emb.shape[0])
             probs = np.empty((len(y), logits.shape[-1]))
             for fold in np.unique(folds):
                 held = folds == fold
                 with torch.enable_grad():
-                    scale, bias = fit_vector_scaling(logits[:, ~held], y[~held])
-                probs[held] = self.model.probabilities(apply_vector_scaling(logits[:, held], scale, bias)).mean(0).numpy()
+                    scale, bias = fit_vector_scaling(logits[:, ~held], y[~held], view_columns=columns)
+                view_probs = self.model.probabilities(apply_vector_scaling(logits[:, held], scale, bias))
+                probs[held] = align_views(view_probs, columns).mean(0).numpy()
             out[key] = probs
         self._fit_calibration(emb, labels)  # what serves: every answer
         return out
 
     @torch.no_grad()
     def predict_proba(self, images: ImagesLike, tta: bool = True) -> dict[str, np.ndarray]:
-        """Answer probabilities ``{question_key: (N, K)}``, averaged over D4 when ``tta``."""
+        """Answer probabilities ``{question_key: (N, K)}``, averaged over D4 when ``tta`` (a mirrored
+        view's ``mirror_swaps`` answers swapped back first: a mirrored image gets the swapped prediction)."""
         probs = self._probs(self._transformed_embeddings(images, tta))
         return {k: v.mean(0).numpy() for k, v in probs.items()}
 
@@ -253,7 +279,8 @@ class GalaxyClassifier:
         """Monte Carlo dropout samples ``{question_key: (n_samples, N, K)}``.
 
         Each sample draws one dropout mask per image (one thinned network) and, with ``tta``,
-        averages that network's predictions over the 8 transforms. The trunk runs once.
+        averages that network's predictions over the 8 transforms (swapped as in
+        ``predict_proba``). The trunk runs once.
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -270,7 +297,12 @@ class GalaxyClassifier:
 
     @torch.no_grad()
     def embed(self, images: ImagesLike, tta: bool = True) -> np.ndarray:
-        """Penultimate-layer embeddings ``(N, embedding_dim)``, averaged over D4 when ``tta``."""
+        """Penultimate-layer embeddings ``(N, embedding_dim)``, averaged over D4 when ``tta``.
+
+        With ``tta`` they are invariant to rotations and mirroring, ``mirror_swaps`` or not: they
+        describe a galaxy up to orientation and chirality (a galaxy and its mirror image get the
+        same embedding), which is what similarity and diversity need; the chirality lives in the
+        views, and ``predict_proba`` reads it there."""
         return self._transformed_embeddings(images, tta).mean(0).numpy()
 
     # -- storage ------------------------------------------------------------------------
@@ -303,7 +335,8 @@ class GalaxyClassifier:
         m = ModelConfig.from_dict(meta["model"])
         clf = cls(heads=m.heads, image_size=m.image_size, crop_fraction=meta["crop_fraction"],
                   output=m.output, channels=m.channels, embedding_dim=m.embedding_dim,
-                  dropout=m.dropout, seed=meta["seed"], cache_dir=cache_dir)
+                  dropout=m.dropout, seed=meta["seed"], cache_dir=cache_dir,
+                  mirror_swaps=dict(m.mirror_swaps))  # none in blobs saved before swaps existed
         clf.model.load_state_dict(payload["state_dict"])
         clf.history = list(meta.get("history", []))
         clf.calibration = dict(meta.get("calibration", {}))

@@ -55,7 +55,10 @@ def pretrain_contrastive(
     """Train ``model``'s trunk and embedding in place on uint8 images ``(N, S, S, 3)``; the heads
     are left as they are. Deterministic for a seed (the global RNG is restored afterwards).
     AdamW at a constant ``lr`` after a one-epoch warm-up; BatchNorm statistics re-estimated on the
-    unaugmented images at the end. Returns ``{"epochs": [{"epoch", "loss", "seconds"}...],
+    unaugmented images at the end. When a head declares ``mirror_swaps``, the two views of an
+    image are mirrored alike (both or neither, at random) and differ by rotation only. Why: views
+    that differ by a reflection teach the embedding to ignore it, and a trunk blind to mirroring
+    cannot tell a clockwise spiral from an anticlockwise one. Returns ``{"epochs": [{"epoch", "loss", "seconds"}...],
     "train_seconds", "n_images"}``; ``loss`` starts near log(2 * batch - 1) (chance)."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -72,6 +75,7 @@ def pretrain_contrastive(
     batch = min(batch_size, n)
     steps_per_epoch = n // batch  # full batches only: a small last batch makes the task easier
     gen = torch.Generator().manual_seed(seed)
+    keep_chirality = bool(model.config.mirror_swaps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         projection = nn.Sequential(nn.Linear(model.config.embedding_dim, model.config.embedding_dim),
@@ -87,7 +91,8 @@ def pretrain_contrastive(
             running = 0.0
             for start in range(0, steps_per_epoch * batch, batch):
                 x = x_all[order[start : start + batch]].float().div_(255.0)
-                views = torch.cat([contrastive_augment(x, gen), contrastive_augment(x, gen)])
+                reflect = torch.rand(batch, generator=gen) < 0.5 if keep_chirality else None
+                views = torch.cat([contrastive_augment(x, gen, reflect), contrastive_augment(x, gen, reflect)])
                 z = projection(model.embed(views))
                 loss = nt_xent(z[:batch], z[batch:], temperature)
                 optimizer.zero_grad(set_to_none=True)

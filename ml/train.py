@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ml.augment import augment as augment_batch
+from ml.augment import augment_with_reflections, mirror_targets
 from ml.images import DEFAULT_CROP_FRACTION, load_images, to_tensor
 from ml.losses import multi_head_loss
 from ml.model import GalaxyCNN
@@ -182,7 +182,8 @@ def train(
     """Train ``model`` in place with AdamW and a warm-up + cosine learning-rate schedule.
 
     Deterministic for a given ``seed`` (shuffling, augmentation and dropout draw from seeded
-    generators; the global RNG is restored afterwards). ``warm_start_state`` (a state dict)
+    generators; the global RNG is restored afterwards). With ``augment``, an image the random D4
+    element mirrors has the target columns of its heads' ``mirror_swaps`` swapped. ``warm_start_state`` (a state dict)
     is loaded first wherever names and shapes match. BatchNorm statistics are re-estimated
     at the end (and before each validation, every ``val_every`` epochs). Returns metrics:
     per-epoch train loss (and validation loss with ``val_dataset``), the total seconds and the
@@ -223,6 +224,8 @@ def train(
         else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))),
     )
     gen = torch.Generator().manual_seed(seed)
+    # A mirrored image's chirality answers are swapped (ml.augment.mirror_targets); rotations keep them.
+    mirrored_heads = {key: model.config.mirror_permutation(key) for key, _ in model.config.mirror_swaps}
     step = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout masks
@@ -236,10 +239,11 @@ def train(
                 if idx.numel() < 2:  # BatchNorm needs two examples; it is seen next epoch
                     continue
                 x = x_all[idx].float().div_(255.0)
+                targets = {k: v[idx] for k, v in t_all.items()}
                 if augment:
-                    x = augment_batch(x, gen)
-                loss = multi_head_loss(model(x), {k: v[idx] for k, v in t_all.items()},
-                                       model.config.output)
+                    x, reflected = augment_with_reflections(x, gen)
+                    targets = mirror_targets(targets, reflected, mirrored_heads)
+                loss = multi_head_loss(model(x), targets, model.config.output)
                 optimizer.zero_grad(set_to_none=True)
                 if loss.requires_grad:
                     loss.backward()

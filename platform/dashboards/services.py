@@ -197,37 +197,41 @@ def set_active(workflow: Workflow, active: bool, user: Any) -> bool:
     return True
 
 
-def _machine_services() -> Any:
+def _require_machine() -> None:
     if not apps.is_installed("machine"):
         raise MachineUnavailable("the machine classifier (platform/machine) is not installed")
-    from machine import services
-
-    return services
 
 
 def retrain_now(workflow: Workflow, user: Any) -> None:
     """Queue a training run now (the machine app logs it as "retrain")."""
-    _machine_services().request_retraining(workflow, user=user, reason="manual")
+    _require_machine()
+    from machine import training
+
+    training.request_retraining(workflow, user=user, reason="manual")
 
 
 def promote(workflow: Workflow, version_id: int, user: Any) -> Any:
     """Serve this trained version (the machine app logs it as "promote"); ValueError if it is not
     trained."""
-    services = _machine_services()
+    _require_machine()
+    from machine import promotion
     from machine.models import ModelVersion
 
     version = ModelVersion.objects.filter(pk=version_id, workflow=workflow).defer("model").first()
     if version is None:
         raise SettingsError({"version": [f"no model version {version_id} in this workflow"]})
     version = ModelVersion.objects.get(pk=version.pk)  # with its model bytes, which promotion checks
-    services.promote_model_version(version, user=user)
+    promotion.promote_model_version(version, user=user)
     return version
 
 
 def roll_back(workflow: Workflow, user: Any) -> Any:
     """Serve again the version promoted before the current one (the machine app logs it as
     "roll_back"); LookupError when there is none."""
-    previous = _machine_services().roll_back(workflow, user=user)
+    _require_machine()
+    from machine import promotion
+
+    previous = promotion.roll_back(workflow, user=user)
     if previous is None:
         raise LookupError("there is no earlier promoted version to roll back to")
     return previous

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from machine import services
+from machine import promotion, training
 from machine.models import MachineAgent, ModelVersion
 
 
@@ -51,17 +51,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
             return
         try:
-            services.promote_model_version(queryset.get(), user=request.user)
+            promotion.promote_model_version(queryset.get(), user=request.user)
         except ValueError as error:
             self.message_user(request, str(error), messages.ERROR)
 
     @admin.action(description="Roll back the selected versions' workflows to their previous model")
     def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for workflow in {v.workflow for v in queryset}:
-            if services.roll_back(workflow, user=request.user) is None:
+            if promotion.roll_back(workflow, user=request.user) is None:
                 self.message_user(request, f"{workflow}: no earlier promoted version", messages.WARNING)
 
     @admin.action(description="Retrain the selected versions' workflows now")
     def retrain(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for workflow in {v.workflow for v in queryset}:
-            services.request_retraining(workflow, user=request.user, reason="manual")
+            training.request_retraining(workflow, user=request.user, reason="manual")

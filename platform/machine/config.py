@@ -13,15 +13,15 @@
 | ``min_gold_subjects`` | ``20`` | ... measured on at least this many gold subjects ... |
 | ``stable_versions`` | ``2`` | ... for this many consecutive versions (this one and its ancestors) ... |
 | ``stability_tolerance`` | ``0.03`` | ... none of whose gold accuracies is more than this below an older one's (GZX's "stable" machine; a rise is allowed) ... |
-| ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects its line of versions would have retired so far, by the rule it retires by (``machine_threshold``, ``retirement_versions``) replayed on gold (``machine.services.replay_on_gold``), at least ``min_gold_subjects`` of them |
+| ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects its line of versions would have retired so far, by the rule it retires by (``machine_threshold``, ``retirement_versions``) replayed on gold (``machine.gold_gate.replay_on_gold``), at least ``min_gold_subjects`` of them |
 | ``retire_stop_confidence`` | ``0.9`` | once a version is trained, its successors stay trained (the machine keeps retiring) until the line's record on the gold subjects it would have retired shows with this probability (Beta posterior, uniform prior) that it is below ``min_retire_accuracy``: a record of a few hundred gold subjects moves by a point with one or two of them, and the point estimate against the bar stopped a machine for good on such noise (0.5: it stops once the record is more likely below the bar than above, about the point estimate; higher: a trained line is trusted longer, and may retire less accurately meanwhile) |
-| ``retire_record`` | ``"overall"`` | what ``min_retire_accuracy`` and ``retire_stop_confidence`` judge: ``overall``, the record of all the line's retirements together; ``per_answer``, the record of each answer on its own, and the machine retires only with the answers whose record passes (``machine.services.certified_answers``). Why it exists: in run 35 the machine's "featured" retirements were 92.6% right and its "smooth" ones 98.7%, under one overall record. Why it is not the default: in the one full GZ1 run with it (run 36, seed 2) the loop was 0.22 points less accurate than run 31 with the same settings otherwise (96.98% against 97.20%), its featured gold record passed on 33 of 34 at v13, and the smooth retirements were the weak ones this time |
+| ``retire_record`` | ``"overall"`` | what ``min_retire_accuracy`` and ``retire_stop_confidence`` judge: ``overall``, the record of all the line's retirements together; ``per_answer``, the record of each answer on its own, and the machine retires only with the answers whose record passes (``machine.gold_gate.certified_answers``). Why it exists: one overall record is mostly the common answer's, and can hide a rarer answer retired far less accurately. Why it is not the default: in the one full GZ1 run with it the loop was less accurate than with the overall record (both measured in docs/machine.md, step 7) |
 | ``calibration_folds`` | ``2`` | gold subjects (split by a stable hash of their id) are cut into this many folds: each version's probabilities are calibrated (``ml.calibration``) on the experts' answers to all of them, and measured on each fold with a calibration fitted on the other folds (cross-fitting: every gold subject measures, none with a calibration it helped fit). ``0``: no calibration |
 | ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
 | ``validation_share`` | ``0.2`` | share of human-retired subjects (a stable hash of their id) never trained on: with the gold set, what a new version must do better on to be promoted |
 | ``max_train`` | ``20000`` | at most this many (a random sample of the) retired subjects per training run |
-| ``pretrain_epochs`` | ``20`` | before its first version, the CNN's trunk is pretrained this many epochs on the workflow's unlabelled images (self-supervised, ``ml.pretrain``; gold subjects left out, at most ``max_train`` of them), once, and the first version is fine-tuned from it (``0``: start from random weights). A project has its images before its first vote; on GZ1 a pretrained trunk fine-tuned on 200–1,000 retired galaxies was 1.5–2 points more accurate than one learnt from scratch (``bench/cnn_pretraining.py``) |
+| ``pretrain_epochs`` | ``20`` | before its first version, the CNN's trunk is pretrained this many epochs on the workflow's unlabelled images (self-supervised, ``ml.pretrain``; gold subjects left out, at most ``max_train`` of them), once, and the first version is fine-tuned from it (``0``: start from random weights). A project has its images before its first vote, and its first versions learn from a few hundred retired subjects (measured: ``bench/cnn_pretraining.py``, docs/machine.md, step 0) |
 | ``epochs`` / ``warm_epochs`` | ``8`` / ``3`` | epochs from scratch (first version) / warm-started from the current one |
 | ``min_steps`` | ``200`` | ... but at least this many optimiser steps (batches) per training run: more epochs while the retired subjects are few (a hundred subjects give two steps an epoch; ``bench/cnn_training_steps.py``) |
 | ``image_size`` | ``64`` | pixels per side the CNN sees |
@@ -34,7 +34,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from projects.models import Workflow
 
 ACQUISITIONS = ("bald", "entropy", "disagreement", "random")
 RETIRE_RECORDS = ("per_answer", "overall")
@@ -119,3 +122,8 @@ def settings_of(active_learning: dict | None) -> dict[str, Any]:
     if errors:
         raise ValueError("; ".join(errors))
     return DEFAULTS | {"enabled": bool(config)} | config
+
+
+def machine_settings(workflow: Workflow) -> dict[str, Any]:
+    """The workflow's machine settings: ``settings_of`` its ``active_learning``."""
+    return settings_of(workflow.active_learning)

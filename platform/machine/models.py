@@ -24,7 +24,7 @@ class MachineAgent(models.Model):
     pretrained_model = models.BinaryField(
         null=True, blank=True,
         help_text="ml.GalaxyClassifier.to_bytes() of a trunk pretrained on the workflow's unlabelled images "
-                  "(machine.services.pretrain_machine): its first model version starts from it.",
+                  "(machine.pretraining.pretrain_machine): its first model version starts from it.",
     )
     pretraining = models.JSONField(
         default=dict, blank=True,
@@ -60,7 +60,7 @@ class ModelVersion(models.Model):
     )
     gold_predictions = models.JSONField(
         default=dict, blank=True,
-        help_text="{gold subject id: first-question probabilities}, out of fold (machine.services.calibrate_on_gold): "
+        help_text="{gold subject id: first-question probabilities}, out of fold (machine.evaluation.calibrate_on_gold): "
                   "its successors' retirement rule averages them with theirs.",
     )
     model = models.BinaryField(null=True, blank=True, help_text="ml.GalaxyClassifier.to_bytes()")
@@ -69,7 +69,7 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField(
         default=timezone.now,
-        help_text="Its training run's last sign of life (machine.services.heartbeat): a version still training "
+        help_text="Its training run's last sign of life (machine.heartbeat.heartbeat): a version still training "
                   "whose run is silent longer than HEARTBEAT_LIMIT_SECONDS is marked failed, its worker lost.",
     )
     trained_at = models.DateTimeField(null=True, blank=True)
@@ -85,12 +85,12 @@ class ModelVersion(models.Model):
 
     @property
     def is_trained(self) -> bool:
-        """Whether this version met the "trained" criterion (see ``machine.services``)."""
+        """Whether this version met the "trained" criterion (see ``machine.gold_gate``)."""
         return bool(self.metrics.get("trained"))
 
     @property
     def retire_answers(self) -> list[int] | None:
-        """The answers it may retire with once trained (``machine.services.certified_answers``); ``None``:
+        """The answers it may retire with once trained (``machine.gold_gate.certified_answers``); ``None``:
         any answer (``retire_record`` "overall", or a version measured before records per answer)."""
         if not self.is_trained:
             return []

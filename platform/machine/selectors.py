@@ -1,4 +1,5 @@
-"""Read-only queries of the machine: its versions, the one serving, its agent's volunteer ids."""
+"""Read-only queries of the machine: its versions, the one serving, a version's line (the versions
+promoted before it), its agent's volunteer ids."""
 
 from __future__ import annotations
 
@@ -20,6 +21,33 @@ def current_model(workflow: Workflow) -> ModelVersion | None:
         .order_by("-promoted_at", "-version")
         .first()
     )
+
+
+def ancestors(version: ModelVersion, n: int) -> list[ModelVersion]:
+    """The (at most) ``n`` versions promoted before ``version`` in its line: parent, grandparent, ..."""
+    line: list[ModelVersion] = []
+    ancestor = version.parent
+    while ancestor is not None and len(line) < n:
+        line.append(ancestor)
+        ancestor = ancestor.parent
+    return line
+
+
+def ancestor_versions(version: ModelVersion, n: int) -> list[int]:
+    """The numbers of ``ancestors(version, n)``."""
+    return [a.version for a in ancestors(version, n)]
+
+
+def gold_line(version: ModelVersion) -> list[tuple[dict, bool]]:
+    """``(gold_predictions, trained)`` of every version promoted before ``version`` in its line,
+    oldest first (one query, without the weights)."""
+    rows = {pk: (parent, predictions, bool(trained)) for pk, parent, predictions, trained in ModelVersion.objects.filter(
+        workflow_id=version.workflow_id).values_list("pk", "parent_id", "gold_predictions", "metrics__trained")}
+    line, parent = [], version.parent_id
+    while parent is not None and parent in rows and len(line) < len(rows):
+        parent, predictions, trained = rows[parent]
+        line.append((predictions, trained))
+    return line[::-1]
 
 
 def machine_volunteer_ids(workflow_id: int) -> set[int]:

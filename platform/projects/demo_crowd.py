@@ -278,6 +278,12 @@ def objid_of(image_url: str) -> str:
     return match.group(0) if match else stem
 
 
+def _answers_only(tree: dict) -> dict:
+    """The tree without the machine's symmetry hints: a demo database made before they were declared
+    still has the demo's questions and answers, which is all the simulated crowd needs."""
+    return {**tree, "tasks": {key: {k: v for k, v in task.items() if k != "mirror_swaps"} for key, task in tree.get("tasks", {}).items()}}
+
+
 def check_demo_workflow(session: ApiSession, workflow_id: int) -> dict:
     """The workflow's task tree, if it is the demo's; else ``CrowdRefused``."""
     from projects.services import DEMO_TASKS  # a plain dict; importing services needs Django set up
@@ -290,7 +296,7 @@ def check_demo_workflow(session: ApiSession, workflow_id: int) -> dict:
         raise CrowdRefused(f"workflow {workflow_id} is not in the demo project {DEMO_PROJECT_SLUG!r}: "
                            "the simulated crowd classifies the demo only")
     status, workflow = session.call(f"/api/workflows/{workflow_id}/")
-    if status != 200 or workflow["tasks"] != DEMO_TASKS:
+    if status != 200 or _answers_only(workflow["tasks"]) != _answers_only(DEMO_TASKS):
         raise CrowdRefused(f"workflow {workflow_id} does not have the demo's task tree")
     return workflow["tasks"]
 

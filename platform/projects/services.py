@@ -72,6 +72,7 @@ DEMO_TASKS: dict = {
                 {"label": "Clockwise spiral", "next": "T2"},
                 {"label": "Anticlockwise spiral", "next": "T2"},
             ],
+            "mirror_swaps": [[1, 2]],  # a mirror image turns a clockwise spiral anticlockwise
         },
         "T2": {
             "type": "drawing",

@@ -4,6 +4,10 @@ A tree is ``{"first_task": key, "tasks": {key: task}}``. Task types:
 - ``single``: ``question``, ``answers`` (each ``label``, optional ``next`` and ``help``); branches per answer.
 - ``multiple``: ``question``, ``answers``, one ``next`` for all.
 - ``drawing``: ``instruction``, ``tools`` (each ``type: "rectangle"``, ``label``, ``min``, ``max``), one ``next``.
+A question may declare ``mirror_swaps``, ``[[i, j], ...]``: the answers that a mirror image of the subject
+exchanges (GZ1's clockwise and anticlockwise spirals, ``[[1, 2]]`` after edge-on). The machine classifier
+then predicts those answers swapped for a mirrored image instead of ignoring mirroring (``ml.model``);
+answers not named are the same in a mirror image.
 An annotation list must follow one path through the tree from ``first_task`` to an end.
 """
 
@@ -54,7 +58,11 @@ def validate_task_tree(tree: Any) -> list[str]:
             for i, answer in enumerate(answers):
                 if not isinstance(answer, dict) or not isinstance(answer.get("label"), str):
                     errors.append(f"task {key}: answer {i} needs a label")
+            if "mirror_swaps" in task:
+                errors.extend(f"tasks.{key}.mirror_swaps: {problem}" for problem in _mirror_swap_errors(task["mirror_swaps"], len(answers)))
         else:
+            if "mirror_swaps" in task:
+                errors.append(f"tasks.{key}.mirror_swaps: only a question's answers can be swapped, not a drawing task's")
             tools = task.get("tools")
             if not isinstance(tools, list) or not tools:
                 errors.append(f"task {key}: a drawing task needs at least one tool")
@@ -73,6 +81,28 @@ def validate_task_tree(tree: Any) -> list[str]:
                 errors.append(f"task {key}: next task {target!r} does not exist")
     if not errors:
         errors.extend(_cycle_errors(tree))
+    return errors
+
+
+def _mirror_swap_errors(swaps: Any, n_answers: int) -> list[str]:
+    """What is wrong with a question's ``mirror_swaps`` (empty when nothing): a list of pairs of
+    two different answer indices, no answer in two pairs (a mirror image exchanges answers two by two)."""
+    if not isinstance(swaps, list):
+        return ["must be a list of [i, j] answer pairs"]
+    errors: list[str] = []
+    seen: set[int] = set()
+    for n, pair in enumerate(swaps):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in pair)):
+            errors.append(f"pair {n} must be two answer indices [i, j]")
+            continue
+        i, j = pair
+        if not (0 <= i < n_answers and 0 <= j < n_answers):
+            errors.append(f"pair {n} {pair}: answer indices go from 0 to {n_answers - 1}")
+        elif i == j:
+            errors.append(f"pair {n} {pair}: an answer cannot be swapped with itself")
+        elif {i, j} & seen:
+            errors.append(f"pair {n} {pair}: answer {min({i, j} & seen)} is already in another pair")
+        seen |= {i, j}
     return errors
 
 

@@ -17,10 +17,20 @@ from classifications.models import Classification, Volunteer
 from classifications.selectors import next_subjects
 from classifications.services import submit_classification
 from live.services import apply_pending, rebuild_hot_state
-from machine import services
-from machine.config import DEFAULTS, settings_of, validate_active_learning
+from machine import (
+    agents,
+    evaluation,
+    gold_gate,
+    heartbeat,
+    pretraining,
+    priorities,
+    promotion,
+    training,
+    training_data,
+)
+from machine.config import DEFAULTS, machine_settings, settings_of, validate_active_learning
 from machine.models import ModelVersion
-from machine.selectors import current_model, model_versions
+from machine.selectors import ancestor_versions, current_model, model_versions
 from ml import GalaxyClassifier
 from projects.models import AdminAction, SubjectWorkflowState
 from tests.machine.conftest import vote
@@ -30,7 +40,7 @@ State = ModelVersion.State
 
 
 def _metrics(accuracies: Iterator[float]):
-    """A stand-in for ``services.evaluate``: the given gold accuracies, one per call."""
+    """A stand-in for ``evaluation.evaluate``: the given gold accuracies, one per call."""
 
     def evaluate(classifier, workflow, cfg, gold=None, validation=None, **measured_on) -> dict:
         accuracy = next(accuracies)
@@ -66,20 +76,20 @@ class _Oracle:
 @pytest.fixture
 def oracle(monkeypatch) -> None:
     seen: dict = {"ids": []}
-    load_images, load_classifier = services.load_images, services.load_classifier
+    load_images, load_classifier = training_data.load_images, agents.load_classifier
 
     def recording_load_images(subject_ids, image_size):
         seen["ids"] = list(subject_ids)
         return load_images(subject_ids, image_size)
 
-    monkeypatch.setattr(services, "load_images", recording_load_images)
-    monkeypatch.setattr(services, "load_classifier", lambda version: _Oracle(load_classifier(version), seen))
+    monkeypatch.setattr(training_data, "load_images", recording_load_images)
+    monkeypatch.setattr(agents, "load_classifier", lambda version: _Oracle(load_classifier(version), seen))
 
 
 def _folds_big_enough(gold_ids, min_gold_subjects: int) -> bool:
     """Whether, in two calibration folds, each fold's complement has ``min_gold_subjects`` (the
     subjects' ids, and so their folds, depend on what the database created before)."""
-    folds = [services.gold_fold(i, 2) for i in gold_ids]
+    folds = [evaluation.gold_fold(i, 2) for i in gold_ids]
     return min(folds.count(0), folds.count(1)) >= min_gold_subjects
 
 
@@ -97,11 +107,11 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     workflow = machine_workflow()
     vote(workflow)
     apply_pending(workflow.pk)
-    human_retired = services.human_retired_count(workflow)
+    human_retired = training_data.human_retired_count(workflow)
     assert human_retired >= 20
     posteriors_before = dict(SubjectWorkflowState.objects.filter(workflow=workflow).values_list("subject_id", "posterior"))
 
-    version = services.train_model_version(workflow.pk, reason="test")
+    version = training.train_model_version(workflow.pk, reason="test")
 
     version.refresh_from_db()
     assert version.version == 1 and version.state == State.PROMOTED and version.promoted_at is not None
@@ -116,7 +126,7 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     # Alone (no ancestor yet), what it would retire is what it alone is sure of.
     assert m["n_retire_gold"] == m["n_retired_gold"] == m["n_confident"]
     assert m["retire_accuracy"] == m["retired_gold_accuracy"] == m["confident_accuracy"]
-    assert services.load_classifier(version).calibration["T0"] == m["calibration"]  # stored with the weights
+    assert agents.load_classifier(version).calibration["T0"] == m["calibration"]  # stored with the weights
     assert 0.0 <= m["validation_accuracy"] <= 1.0 and 0.0 <= m["comparison_accuracy"] <= 1.0
     assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
     assert np.asarray(m["confusion"]).shape == (2, 2) and np.asarray(m["confusion"]).sum() == m["n_gold_test"]
@@ -144,7 +154,7 @@ def test_a_training_run_is_a_version_with_gold_metrics_and_the_first_is_promoted
     from live.models import WorkflowAggregation
     from live.services import replay_log
 
-    agent = services.machine_agent(workflow)
+    agent = agents.machine_agent(workflow)
     engine = replay_log(workflow, WorkflowAggregation.objects.get(workflow=workflow))
     assert engine.estimators["T0"].worker_state(agent.volunteer_id)["n_gold"] == 14
     assert engine_lib.skill_bits(engine, agent.volunteer_id) is not None
@@ -157,45 +167,45 @@ def test_promotion_requires_improvement(machine_workflow, monkeypatch) -> None:
     apply_pending(workflow.pk)
     # v1: 0.80 (promoted: nothing to compare with); v2: 0.70 against v1's 0.80 now: rejected;
     # v3: 0.85 against 0.80: promoted.
-    monkeypatch.setattr(services, "evaluate", _metrics(iter([0.80, 0.70, 0.80, 0.85, 0.80])))
-    v1 = services.train_model_version(workflow.pk)
-    v2 = services.train_model_version(workflow.pk)
+    monkeypatch.setattr(evaluation, "evaluate", _metrics(iter([0.80, 0.70, 0.80, 0.85, 0.80])))
+    v1 = training.train_model_version(workflow.pk)
+    v2 = training.train_model_version(workflow.pk)
     v2.refresh_from_db()
     assert v2.state == State.REJECTED and v2.parent == v1 and v2.metrics["compared_with"]["accuracy"] == 0.80
     assert current_model(workflow) == v1
-    v3 = services.train_model_version(workflow.pk)
+    v3 = training.train_model_version(workflow.pk)
     v3.refresh_from_db()
     assert v3.state == State.PROMOTED and v3.parent == v1 and current_model(workflow) == v3
     assert v3.metrics["warm_start"] is True
-    assert services.is_better({"accuracy": 0.9, "ece": 0.04}, {"accuracy": 0.9, "ece": 0.05})
-    assert not services.is_better({"accuracy": 0.9, "ece": 0.05}, {"accuracy": 0.9, "ece": 0.05})
-    assert not services.is_better({"accuracy": None}, {"accuracy": 0.5})
+    assert promotion.is_better({"accuracy": 0.9, "ece": 0.04}, {"accuracy": 0.9, "ece": 0.05})
+    assert not promotion.is_better({"accuracy": 0.9, "ece": 0.05}, {"accuracy": 0.9, "ece": 0.05})
+    assert not promotion.is_better({"accuracy": None}, {"accuracy": 0.5})
     # Gold and validation subjects together decide when both versions were measured on them.
-    assert services.is_better({"accuracy": 0.8, "comparison_accuracy": 0.86}, {"accuracy": 0.85, "comparison_accuracy": 0.84})
+    assert promotion.is_better({"accuracy": 0.8, "comparison_accuracy": 0.86}, {"accuracy": 0.85, "comparison_accuracy": 0.84})
     # Where both were measured, log loss decides: surer where right beats one point more accurate.
-    assert services.is_better({"comparison_accuracy": 0.83, "comparison_log_loss": 0.35},
+    assert promotion.is_better({"comparison_accuracy": 0.83, "comparison_log_loss": 0.35},
                               {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
-    assert not services.is_better({"comparison_accuracy": 0.90, "comparison_log_loss": 0.40},
+    assert not promotion.is_better({"comparison_accuracy": 0.90, "comparison_log_loss": 0.40},
                                   {"comparison_accuracy": 0.84, "comparison_log_loss": 0.38})
     # Only a trained version may retire: it beats an untrained one, and an untrained one never
     # replaces it, whatever their log losses; between equals, log loss decides.
-    assert services.is_better({"comparison_log_loss": 0.37, "trained": True}, {"comparison_log_loss": 0.35, "trained": False})
-    assert not services.is_better({"comparison_log_loss": 0.33, "trained": False}, {"comparison_log_loss": 0.35, "trained": True})
-    assert services.is_better({"comparison_log_loss": 0.33, "trained": True}, {"comparison_log_loss": 0.35, "trained": True})
+    assert promotion.is_better({"comparison_log_loss": 0.37, "trained": True}, {"comparison_log_loss": 0.35, "trained": False})
+    assert not promotion.is_better({"comparison_log_loss": 0.33, "trained": False}, {"comparison_log_loss": 0.35, "trained": True})
+    assert promotion.is_better({"comparison_log_loss": 0.33, "trained": True}, {"comparison_log_loss": 0.35, "trained": True})
     # With the paired difference measured, worse within the tolerance (in standard errors) passes.
     near = {"log_loss_difference": {"mean": 0.004, "standard_error": 0.003, "n": 700}, "trained": True}
-    assert services.is_better(near, {"trained": True}, tolerance=2.0)
-    assert not services.is_better(near, {"trained": True}, tolerance=1.0)
-    assert not services.is_better(near, {"trained": True})
-    assert not services.is_better(near | {"trained": False}, {"trained": True}, tolerance=2.0)
-    assert services.log_loss_difference(np.array([0.2, 0.4, 0.3]), np.array([0.1, 0.2, 0.3])) == pytest.approx(
+    assert promotion.is_better(near, {"trained": True}, tolerance=2.0)
+    assert not promotion.is_better(near, {"trained": True}, tolerance=1.0)
+    assert not promotion.is_better(near, {"trained": True})
+    assert not promotion.is_better(near | {"trained": False}, {"trained": True}, tolerance=2.0)
+    assert promotion.log_loss_difference(np.array([0.2, 0.4, 0.3]), np.array([0.1, 0.2, 0.3])) == pytest.approx(
         {"mean": 0.1, "standard_error": 0.1 / np.sqrt(3), "n": 3})
-    held = [i for i in range(1000) if services.is_held_out(i, 0.2)]
-    assert 150 < len(held) < 250 and held == [i for i in range(1000) if services.is_held_out(i, 0.2)]
+    held = [i for i in range(1000) if training_data.is_held_out(i, 0.2)]
+    assert 150 < len(held) < 250 and held == [i for i in range(1000) if training_data.is_held_out(i, 0.2)]
 
 
 def _losses(per_call: Iterator[np.ndarray]):
-    """A stand-in for ``services.evaluate`` scoring each call's version with the given per-subject
+    """A stand-in for ``evaluation.evaluate`` scoring each call's version with the given per-subject
     log losses on the comparison subjects (and a gold accuracy no version is "trained" at)."""
 
     def evaluate(classifier, workflow, cfg, gold=None, validation=None, **measured_on) -> dict:
@@ -203,7 +213,7 @@ def _losses(per_call: Iterator[np.ndarray]):
         return {"accuracy": 0.5, "ece": 0.05, "n_gold_test": 12, "n_confident": 0, "confident_accuracy": None,
                 "n_retire_gold": 0, "retire_accuracy": None, "n_retired_gold": 0, "retired_gold_accuracy": None,
                 "comparison_accuracy": 0.5, "comparison_log_loss": float(losses.mean()),
-                services.COMPARISON_LOSSES: losses}
+                evaluation.COMPARISON_LOSSES: losses}
 
     return evaluate
 
@@ -221,8 +231,8 @@ def test_promotion_tolerates_noise_but_not_a_real_loss(machine_workflow, monkeyp
     # v3: 0.05 nats worse than whichever version serves: a real loss, rejected either way.
     serving_after_v2 = v2_losses if promoted[1] else v1_losses
     calls = iter([v1_losses, v2_losses, v1_losses, serving_after_v2 + 0.05, serving_after_v2])
-    monkeypatch.setattr(services, "evaluate", _losses(calls))
-    versions = [services.train_model_version(workflow.pk) for _ in range(3)]
+    monkeypatch.setattr(evaluation, "evaluate", _losses(calls))
+    versions = [training.train_model_version(workflow.pk) for _ in range(3)]
     for version in versions:
         version.refresh_from_db()
     assert [v.state != State.REJECTED for v in versions] == promoted
@@ -230,7 +240,7 @@ def test_promotion_tolerates_noise_but_not_a_real_loss(machine_workflow, monkeyp
     difference = versions[1].metrics["log_loss_difference"]
     assert difference["n"] == 800 and difference["mean"] == pytest.approx(0.003)
     assert difference["standard_error"] == pytest.approx(noise.std(ddof=1) / np.sqrt(800))
-    assert services.COMPARISON_LOSSES not in versions[1].metrics
+    assert evaluation.COMPARISON_LOSSES not in versions[1].metrics
     assert versions[2].metrics["log_loss_difference"]["mean"] == pytest.approx(0.05)
 
 
@@ -244,21 +254,21 @@ def test_trained_needs_proven_accuracy_where_the_machine_would_retire() -> None:
             "retired_gold_accuracy": retired_accuracy})
 
     good = version(0.84, 0.99, 0.4)
-    assert services.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
+    assert gold_gate.trained_criterion(version(0.85, 0.98, 0.35, good), cfg)[0]
     # Good on average, but wrong too often where it would retire: not trained.
-    trained, why = services.trained_criterion(version(0.86, 0.95, 0.5, good), cfg)
+    trained, why = gold_gate.trained_criterion(version(0.86, 0.95, 0.5, good), cfg)
     assert not trained and "would have retired" in why
     # Too few gold subjects it would have retired (19 of 200) to tell.
-    assert not services.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
+    assert not gold_gate.trained_criterion(version(0.85, 1.0, 0.095, good), cfg)[0]
     # The replay already covers the ancestors' retirements: it is measured once, on the newest.
-    assert services.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
+    assert gold_gate.trained_criterion(version(0.85, 0.99, 0.4, version(0.84, 0.9, 0.4)), cfg)[0]
     # Stable: a drop of more than the tolerance below an ancestor is not, a rise is.
-    trained, why = services.trained_criterion(version(0.80, 0.99, 0.4, version(0.86, 0.99, 0.4)), cfg)
+    trained, why = gold_gate.trained_criterion(version(0.80, 0.99, 0.4, version(0.86, 0.99, 0.4)), cfg)
     assert not trained and "fell by more than" in why
-    assert services.trained_criterion(version(0.86, 0.99, 0.4, version(0.80, 0.99, 0.4)), cfg)[0]
+    assert gold_gate.trained_criterion(version(0.86, 0.99, 0.4, version(0.80, 0.99, 0.4)), cfg)[0]
     # The overall bar (GZX's) still holds, for every version of the chain.
-    assert not services.trained_criterion(version(0.79, 1.0, 0.4, good), cfg)[0]
-    assert not services.trained_criterion(version(0.85, 1.0, 0.4, version(0.79, 1.0, 0.4)), cfg)[0]
+    assert not gold_gate.trained_criterion(version(0.79, 1.0, 0.4, good), cfg)[0]
+    assert not gold_gate.trained_criterion(version(0.85, 1.0, 0.4, version(0.79, 1.0, 0.4)), cfg)[0]
 
 
 def test_a_trained_line_stops_retiring_only_when_its_gold_record_shows_it_is_below_the_bar() -> None:
@@ -272,20 +282,20 @@ def test_a_trained_line_stops_retiring_only_when_its_gold_record_shows_it_is_bel
 
     untrained, trained = version(160, 161), version(160, 161, trained=True)
     # 156 of 161 right (0.969) is below 0.97: not enough to start ...
-    started, why = services.trained_criterion(version(156, 161, parent=untrained), cfg)
+    started, why = gold_gate.trained_criterion(version(156, 161, parent=untrained), cfg)
     assert not started and "< 0.97" in why
     # ... but a line already trained keeps going: P(accuracy < 0.97) is 0.64, not 0.9.
-    going, why = services.trained_criterion(version(156, 161, parent=trained), cfg)
+    going, why = gold_gate.trained_criterion(version(156, 161, parent=trained), cfg)
     assert going and "was trained" in why
     # It stops once the record says so: 152 of 160 (0.95): P(below) 0.945.
-    stopped, why = services.trained_criterion(version(152, 160, parent=trained), cfg)
+    stopped, why = gold_gate.trained_criterion(version(152, 160, parent=trained), cfg)
     assert not stopped and "with probability 0.9" in why
     # The stricter the confidence, the longer a trained line is trusted.
-    assert services.trained_criterion(version(152, 160, parent=trained), cfg | {"retire_stop_confidence": 0.99})[0]
+    assert gold_gate.trained_criterion(version(152, 160, parent=trained), cfg | {"retire_stop_confidence": 0.99})[0]
     # The other conditions still hold for a trained line's successors.
     weak = ModelVersion(version=2, parent=trained, metrics={"accuracy": 0.7, "n_gold_test": 325, "n_retired_gold": 161,
                                                             "retired_gold_accuracy": 1.0})
-    assert not services.trained_criterion(weak, cfg)[0]
+    assert not gold_gate.trained_criterion(weak, cfg)[0]
 
 
 def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> None:
@@ -302,24 +312,24 @@ def test_each_answer_must_prove_itself_on_the_gold_it_would_have_retired() -> No
 
     # 149 of 150 smooth right, 28 of 30 featured (0.933): 177 of 180 (0.983) together, over the bar.
     skewed = version([[150, 149], [30, 28]])
-    assert services.trained_criterion(skewed, cfg | {"retire_record": "overall"})[0]  # the default
-    trained, why = services.trained_criterion(skewed, cfg)
-    assert trained and services.certified_answers(skewed, cfg)[0] == [0]
+    assert gold_gate.trained_criterion(skewed, cfg | {"retire_record": "overall"})[0]  # the default
+    trained, why = gold_gate.trained_criterion(skewed, cfg)
+    assert trained and gold_gate.certified_answers(skewed, cfg)[0] == [0]
     assert "answer 1: 28 of 30 right (0.933 < 0.97)" in why
     # Too few gold subjects retired with an answer: not that answer; with no answer certified, not trained.
     few = version([[19, 19], [30, 30]])
-    assert services.certified_answers(few, cfg)[0] == [1]
-    trained, why = services.trained_criterion(version([[19, 19], [30, 28]]), cfg)
+    assert gold_gate.certified_answers(few, cfg)[0] == [1]
+    trained, why = gold_gate.trained_criterion(version([[19, 19], [30, 28]]), cfg)
     assert not trained and "answer 0: 19 of 19 right, 20 needed" in why
     # Hysteresis per answer: an answer the parent retired with stays until its record shows it is below.
     parent = version([[150, 149], [30, 30]], retire_answers=[0, 1])
     assert parent.retire_answers == [0, 1]
-    assert services.certified_answers(version([[150, 149], [34, 33]], parent), cfg)[0] == [0, 1]  # 0.971, P(below) small
+    assert gold_gate.certified_answers(version([[150, 149], [34, 33]], parent), cfg)[0] == [0, 1]  # 0.971, P(below) small
     kept = version([[150, 149], [40, 38]], parent)  # 0.95 but P(below 0.97) = 0.80 <= 0.9
-    assert services.certified_answers(kept, cfg)[0] == [0, 1]
-    assert services.certified_answers(version([[150, 149], [40, 36]], parent), cfg)[0] == [0]  # P(below) 0.99
+    assert gold_gate.certified_answers(kept, cfg)[0] == [0, 1]
+    assert gold_gate.certified_answers(version([[150, 149], [40, 36]], parent), cfg)[0] == [0]  # P(below) 0.99
     # ... while one the parent did not retire with starts only at the bar.
-    assert services.certified_answers(version([[150, 149], [40, 38]], version([[150, 149], [30, 30]], retire_answers=[0])), cfg)[0] == [0]
+    assert gold_gate.certified_answers(version([[150, 149], [40, 38]], version([[150, 149], [30, 30]], retire_answers=[0])), cfg)[0] == [0]
     # A version measured before records per answer retires with any answer.
     assert ModelVersion(metrics={"trained": True}).retire_answers is None
     assert ModelVersion(metrics={"trained": False, "retire_answers": [0]}).retire_answers == []
@@ -336,9 +346,9 @@ def test_the_machine_retires_only_with_the_answers_its_gold_record_certifies(mac
     some = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
     vote(workflow, n_volunteers=8, subject_ids=some[:14])  # the others wait for the machine
     apply_pending(workflow.pk)
-    monkeypatch.setattr(services, "evaluate", evaluate)
-    services.train_model_version(workflow.pk)
-    v2 = services.train_model_version(workflow.pk)
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    training.train_model_version(workflow.pk)
+    v2 = training.train_model_version(workflow.pk)
     v2.refresh_from_db()
     assert v2.is_trained and v2.retire_answers == [0], v2.metrics
     rows = _machine_rows(workflow).filter(metadata__model_version=2, is_gold=False)
@@ -355,11 +365,11 @@ def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_lin
     cfg = settings_of({"enabled": True, "machine_threshold": 0.9})  # retirement_versions 2
     gold = ([11, 12, 13, 14, 15], np.array([0, 0, 1, 1, 0]))
     probs = np.array([[0.97, 0.03], [0.95, 0.05], [0.02, 0.98], [0.96, 0.04], [0.6, 0.4]])
-    alone = services.evaluate(None, workflow, cfg, gold, gold_probs=probs)
+    alone = evaluation.evaluate(None, workflow, cfg, gold, gold_probs=probs)
     assert alone["n_retire_gold"] == alone["n_confident"] == 4 and alone["retire_accuracy"] == 0.75  # 14 is wrong
     # With its parent: 12's mean falls below the threshold, 14's parent disagrees; 15 stays unsure.
     parent = {"11": [0.99, 0.01], "12": [0.8, 0.2], "13": [0.05, 0.95], "14": [0.1, 0.9], "15": [0.99, 0.01]}
-    ruled = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(parent, True)])
+    ruled = evaluation.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(parent, True)])
     assert ruled["n_retire_gold"] == 2 and ruled["retire_accuracy"] == 1.0 and ruled["retire_share"] == 0.4
     assert ruled["n_confident"] == 4  # this version alone, for the record
     # The parent alone (no grandparent) retired nothing; so its line's retirements are this version's.
@@ -369,16 +379,16 @@ def test_what_it_would_retire_is_measured_by_the_rule_it_retires_by_over_its_lin
     grandparent = {"11": [0.9, 0.1], "12": [0.5, 0.5], "13": [0.5, 0.5], "14": [0.05, 0.95], "15": [0.05, 0.95]}
     older = {"11": [0.5, 0.5], "12": [0.5, 0.5], "13": [0.5, 0.5], "14": [0.04, 0.96], "15": [0.02, 0.98]}
     line = [(grandparent, False), (older, True), (parent, True)]
-    replayed = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=line)
+    replayed = evaluation.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=line)
     assert replayed["n_retire_gold"] == 2 and replayed["retire_accuracy"] == 1.0
     assert replayed["n_retired_gold"] == 4 and replayed["retired_gold_accuracy"] == 0.75  # 11, 13 now; 14, 15 then
     assert replayed["retired_gold_by_answer"] == [[1, 1], [3, 2]]  # 11 smooth; 13, 14 right and 15 wrong as featured
-    assert services.replay_line(gold[0], line, cfg).tolist() == [-1, -1, -1, 1, 1]  # the line alone: 14, 15
+    assert gold_gate.replay_line(gold[0], line, cfg).tolist() == [-1, -1, -1, 1, 1]  # the line alone: 14, 15
     # An untrained version retires nothing, in the replay as on the platform: 15 stays, 14 waits for the parent.
-    untrained = services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(grandparent, False), (older, False), (parent, True)])
+    untrained = evaluation.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[(grandparent, False), (older, False), (parent, True)])
     assert untrained["n_retired_gold"] == 3 and untrained["retired_gold_accuracy"] == 1.0
     # An ancestor that never measured a subject (an older version): that subject cannot be retired.
-    assert services.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[({}, True)])["n_retire_gold"] == 0
+    assert evaluation.evaluate(None, workflow, cfg, gold, gold_probs=probs, line=[({}, True)])["n_retire_gold"] == 0
 
 
 def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workflow, monkeypatch, oracle) -> None:
@@ -389,13 +399,13 @@ def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workf
     vote(workflow, n_volunteers=8, subject_ids=some[:14])  # half the subjects retire by humans
     apply_pending(workflow.pk)
     assert len(_retired_by(workflow, "consensus")) >= 4
-    monkeypatch.setattr(services, "evaluate", _metrics(iter([0.94, 0.95, 0.94, 0.96, 0.95])))
+    monkeypatch.setattr(evaluation, "evaluate", _metrics(iter([0.94, 0.95, 0.94, 0.96, 0.95])))
 
-    services.train_model_version(workflow.pk)  # v1: one version, not stable yet
+    training.train_model_version(workflow.pk)  # v1: one version, not stable yet
     apply_pending(workflow.pk)
     assert _retired_by(workflow, "machine") == set()
 
-    v2 = services.train_model_version(workflow.pk)  # v2: 0.95 and 0.94 >= 0.9, within 0.03: trained
+    v2 = training.train_model_version(workflow.pk)  # v2: 0.95 and 0.94 >= 0.9, within 0.03: trained
     v2.refresh_from_db()
     assert v2.state == State.PROMOTED and v2.is_trained, v2.metrics
     active_before = SubjectWorkflowState.objects.filter(workflow=workflow, status="active")
@@ -414,7 +424,7 @@ def test_the_machine_retires_only_once_trained_above_its_threshold(machine_workf
     assert rebuild_hot_state(workflow.pk).retirement_mismatches == []
 
     # v3 predicts again: never counted a second time for the same subject.
-    services.train_model_version(workflow.pk)
+    training.train_model_version(workflow.pk)
     apply_pending(workflow.pk)
     counted = _machine_rows(workflow).filter(counts=True).values_list("subject_id", flat=True)
     assert len(counted) == len(set(counted))
@@ -437,9 +447,9 @@ def test_no_machine_retirement_below_the_threshold_or_when_switched_off(machine_
         workflow = machine_workflow(settings)
         vote(workflow)
         apply_pending(workflow.pk)
-        monkeypatch.setattr(services, "evaluate", _metrics(iter([0.94, 0.95, 0.94])))
-        services.train_model_version(workflow.pk)
-        v2 = services.train_model_version(workflow.pk)
+        monkeypatch.setattr(evaluation, "evaluate", _metrics(iter([0.94, 0.95, 0.94])))
+        training.train_model_version(workflow.pk)
+        v2 = training.train_model_version(workflow.pk)
         v2.refresh_from_db()
         assert v2.is_trained
         apply_pending(workflow.pk)
@@ -453,14 +463,14 @@ def test_machine_retirement_needs_the_earlier_versions_sure_too(machine_workflow
     some = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
     vote(workflow, n_volunteers=8, subject_ids=some[:14])  # the others wait for the machine
     apply_pending(workflow.pk)
-    monkeypatch.setattr(services, "evaluate", _metrics(iter([0.94, 0.95, 0.94, 0.96, 0.95])))
-    services.train_model_version(workflow.pk)
-    v2 = services.train_model_version(workflow.pk)
+    monkeypatch.setattr(evaluation, "evaluate", _metrics(iter([0.94, 0.95, 0.94, 0.96, 0.95])))
+    training.train_model_version(workflow.pk)
+    v2 = training.train_model_version(workflow.pk)
     v2.refresh_from_db()
-    assert v2.is_trained and services.ancestor_versions(v2, 2) == [1]
+    assert v2.is_trained and ancestor_versions(v2, 2) == [1]
     assert not _machine_rows(workflow).filter(metadata__machine_retire=True).exists()
-    v3 = services.train_model_version(workflow.pk)
-    assert services.ancestor_versions(v3, 2) == [2, 1] and services.ancestor_versions(v3, 1) == [2]
+    v3 = training.train_model_version(workflow.pk)
+    assert ancestor_versions(v3, 2) == [2, 1] and ancestor_versions(v3, 1) == [2]
     assert _machine_rows(workflow).filter(metadata__machine_retire=True, metadata__model_version=3).exists()
     apply_pending(workflow.pk)
     assert _retired_by(workflow, "machine")
@@ -468,19 +478,19 @@ def test_machine_retirement_needs_the_earlier_versions_sure_too(machine_workflow
 
 def test_sure_enough_averages_the_versions() -> None:
     # Sure now, unsure before: the mean (0.8) is below 0.9.
-    assert not services.sure_enough(np.array([0.98, 0.02]), [[0.62, 0.38]], 0.9)
-    assert services.sure_enough(np.array([0.98, 0.02]), [[0.9, 0.1]], 0.9)
-    assert services.sure_enough(np.array([0.95, 0.05]), [], 0.9)  # one version: its own probability
+    assert not gold_gate.sure_enough(np.array([0.98, 0.02]), [[0.62, 0.38]], 0.9)
+    assert gold_gate.sure_enough(np.array([0.98, 0.02]), [[0.9, 0.1]], 0.9)
+    assert gold_gate.sure_enough(np.array([0.95, 0.05]), [], 0.9)  # one version: its own probability
     # The mean must give this version's answer, and every earlier prediction must be known.
-    assert not services.sure_enough(np.array([0.45, 0.55]), [[0.99, 0.01]], 0.7)
-    assert not services.sure_enough(np.array([0.99, 0.01]), [None], 0.5)
+    assert not gold_gate.sure_enough(np.array([0.45, 0.55]), [[0.99, 0.01]], 0.7)
+    assert not gold_gate.sure_enough(np.array([0.99, 0.01]), [None], 0.5)
 
 
 def test_priorities_follow_the_acquisition_score_with_an_exploration_share(machine_workflow) -> None:
     workflow = machine_workflow({"acquisition": "entropy", "exploration_share": 0.25})
     ids = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", flat=True))
     scores = {sid: float(i) for i, sid in enumerate(reversed(ids))}
-    explored = services.update_priorities(workflow, scores, 0.25, seed=3)
+    explored = priorities.update_priorities(workflow, scores, 0.25, seed=3)
     assert len(explored) == round(0.25 * len(ids))
     priority = dict(SubjectWorkflowState.objects.filter(workflow=workflow).values_list("subject_id", "priority"))
     exploited = sorted((s for s in ids if s not in explored), key=scores.get)
@@ -493,13 +503,13 @@ def test_priorities_follow_the_acquisition_score_with_an_exploration_share(machi
     # Through a promotion: the stored acquisition scores rank the queue.
     vote(workflow)
     apply_pending(workflow.pk)
-    version = services.train_model_version(workflow.pk)
+    version = training.train_model_version(workflow.pk)
     rows = _machine_rows(workflow).filter(metadata__model_version=version.version, is_gold=False)
     score = {c.subject_id: c.metadata["acquisition"] for c in rows}
     probs = {c.subject_id: c.metadata["probabilities"] for c in rows}
     for sid, p in probs.items():  # entropy of the prediction
         assert score[sid] == pytest.approx(-sum(x * np.log(x) for x in p if x > 0), abs=1e-9)
-    explored = services.update_priorities(workflow, score, 0.25, seed=DEFAULTS["seed"] + version.version)
+    explored = priorities.update_priorities(workflow, score, 0.25, seed=DEFAULTS["seed"] + version.version)
     priority = dict(SubjectWorkflowState.objects.filter(workflow=workflow).values_list("subject_id", "priority"))
     ranked = sorted((s for s in score if s not in explored), key=lambda s: (score[s], -s))
     assert [priority[s] for s in ranked] == sorted(priority[s] for s in ranked)
@@ -509,86 +519,86 @@ def test_bald_scores_come_from_monte_carlo_dropout(machine_workflow) -> None:
     workflow = machine_workflow({"acquisition": "bald", "mc_samples": 6})
     vote(workflow)
     apply_pending(workflow.pk)
-    services.train_model_version(workflow.pk)
+    training.train_model_version(workflow.pk)
     scores = [c.metadata["acquisition"] for c in _machine_rows(workflow)]
     assert scores and all(s >= 0 for s in scores) and max(scores) > 0
 
 
 def test_roll_back_serves_the_previous_version_and_is_logged(machine_workflow, monkeypatch) -> None:
     workflow = machine_workflow()
-    assert services.roll_back(workflow) is None  # nothing serves yet
+    assert promotion.roll_back(workflow) is None  # nothing serves yet
     vote(workflow)
     apply_pending(workflow.pk)
-    monkeypatch.setattr(services, "evaluate", _metrics(iter([0.80, 0.85, 0.80])))
-    v1 = services.train_model_version(workflow.pk)
-    v2 = services.train_model_version(workflow.pk)
+    monkeypatch.setattr(evaluation, "evaluate", _metrics(iter([0.80, 0.85, 0.80])))
+    v1 = training.train_model_version(workflow.pk)
+    v2 = training.train_model_version(workflow.pk)
     assert current_model(workflow) == v2
-    back = services.roll_back(workflow, predict="no")
+    back = promotion.roll_back(workflow, predict="no")
     assert back == v1 and current_model(workflow) == v1
     v2.refresh_from_db()
     assert v2.state == State.ROLLED_BACK
     assert AdminAction.objects.filter(workflow=workflow, action="roll_back", details={"from_version": 2, "to_version": 1}).exists()
-    assert services.roll_back(workflow) is None  # v1 had no predecessor
+    assert promotion.roll_back(workflow) is None  # v1 had no predecessor
     # An admin may promote the rolled-back version again.
-    services.promote_model_version(v2, predict="no")
+    promotion.promote_model_version(v2, predict="no")
     assert current_model(workflow) == v2
 
 
 def test_retraining_is_due_every_n_human_retirements(machine_workflow, django_capture_on_commit_callbacks) -> None:
     workflow = machine_workflow({"retrain_every": 5})
-    assert not services.retraining_due(workflow)
+    assert not training.retraining_due(workflow)
     vote(workflow)
     apply_pending(workflow.pk)
-    assert services.retraining_due(workflow)
+    assert training.retraining_due(workflow)
     with django_capture_on_commit_callbacks() as callbacks:
-        services.request_retraining(workflow, reason="manual")
+        training.request_retraining(workflow, reason="manual")
     assert len(callbacks) == 1  # the training task, sent to the "ml" queue on commit
     assert AdminAction.objects.filter(workflow=workflow, action="retrain", details={"reason": "manual"}).exists()
-    assert not services.retraining_due(workflow)  # already queued
-    services.train_model_version(workflow.pk)
-    assert not services.retraining_due(workflow)  # no new retirement since
+    assert not training.retraining_due(workflow)  # already queued
+    training.train_model_version(workflow.pk)
+    assert not training.retraining_due(workflow)  # no new retirement since
     workflow.active_learning = {**workflow.active_learning, "enabled": False}
     workflow.save()
-    assert services.check_retraining() == []
+    assert training.check_retraining() == []
 
 
 def test_the_trunk_is_pretrained_once_on_unlabelled_non_gold_images_and_the_first_version_starts_from_it(
         machine_workflow, django_capture_on_commit_callbacks) -> None:
     workflow = machine_workflow({"pretrain_epochs": 2})
     non_gold = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).count()
-    assert services.pretraining_due(workflow)  # before any vote: the images are there
+    assert pretraining.pretraining_due(workflow)  # before any vote: the images are there
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.check_retraining() == [workflow.pk]
+        assert training.check_retraining() == [workflow.pk]
     assert len(callbacks) == 1 and AdminAction.objects.filter(workflow=workflow, action="pretrain").exists()
-    assert not services.pretraining_due(workflow) and not services.retraining_due(workflow)  # its key holds both
-    cache.delete(services.training_key(workflow.pk))  # as the task does when it ends
+    assert not pretraining.pretraining_due(workflow) and not training.retraining_due(workflow)  # its key holds both
+    cache.delete(heartbeat.training_key(workflow.pk))  # as the task does when it ends
 
-    agent = services.pretrain_machine(workflow.pk)
+    agent = pretraining.pretrain_machine(workflow.pk)
     assert agent.pretraining["state"] == "done" and agent.pretraining["n_images"] == non_gold  # gold never seen
     assert len(agent.pretraining["loss"]) == 2 and agent.pretrained_model
-    assert not services.pretraining_due(workflow)  # once
+    assert not pretraining.pretraining_due(workflow)  # once
 
     vote(workflow)
     apply_pending(workflow.pk)
-    version = services.train_model_version(workflow.pk)
+    version = training.train_model_version(workflow.pk)
     assert version.metrics["from_pretrained"] and not version.metrics["warm_start"]
-    cfg = services.machine_settings(workflow)
-    pretrained = services.pretrained_classifier(workflow, cfg, services.first_question(workflow))
+    cfg = machine_settings(workflow)
+    pretrained = pretraining.pretrained_classifier(workflow, cfg, agents.first_question(workflow))
     assert pretrained is not None and pretrained.history[-1]["pretraining"]
     # A pretrained trunk of another image size is not used: the first version would start from random weights.
-    assert services.pretrained_classifier(workflow, cfg | {"image_size": 64}, services.first_question(workflow)) is None
-    assert services.check_retraining() == []  # nothing due: no new retirement, pretrained already
+    assert pretraining.pretrained_classifier(workflow, cfg | {"image_size": 64}, agents.first_question(workflow)) is None
+    assert training.check_retraining() == []  # nothing due: no new retirement, pretrained already
 
 
 def test_a_new_image_size_before_the_first_version_calls_for_a_new_pretraining(machine_workflow) -> None:
     workflow = machine_workflow({"pretrain_epochs": 1})
-    services.pretrain_machine(workflow.pk)
-    assert not services.pretraining_due(workflow)
+    pretraining.pretrain_machine(workflow.pk)
+    assert not pretraining.pretraining_due(workflow)
     workflow.active_learning = {**workflow.active_learning, "image_size": 48}
     workflow.save()
-    assert services.pretraining_due(workflow)
-    assert services.pretrain_machine(workflow.pk).pretraining["image_size"] == 48
-    assert not services.pretraining_due(workflow)
+    assert pretraining.pretraining_due(workflow)
+    assert pretraining.pretrain_machine(workflow.pk).pretraining["image_size"] == 48
+    assert not pretraining.pretraining_due(workflow)
 
 
 def test_a_failed_pretraining_is_recorded_not_retried_and_training_starts_from_random_weights(machine_workflow) -> None:
@@ -596,52 +606,52 @@ def test_a_failed_pretraining_is_recorded_not_retried_and_training_starts_from_r
     state = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).first()
     Path(state.subject.images.first().file.path).write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read image"):
-        services.pretrain_machine(workflow.pk)
-    agent = services.machine_agent(workflow)
+        pretraining.pretrain_machine(workflow.pk)
+    agent = agents.machine_agent(workflow)
     assert agent.pretraining["state"] == "failed" and "cannot read image" in agent.pretraining["error"]
-    assert not agent.pretrained_model and not services.pretraining_due(workflow)
+    assert not agent.pretrained_model and not pretraining.pretraining_due(workflow)
 
 
 def test_a_lost_pretraining_is_tried_again_a_bounded_number_of_times(machine_workflow) -> None:
     workflow = machine_workflow({"pretrain_epochs": 1})
-    agent = services.machine_agent(workflow)
-    size = services.machine_settings(workflow)["image_size"]
+    agent = agents.machine_agent(workflow)
+    size = machine_settings(workflow)["image_size"]
     # What a worker killed mid-run leaves: the "running" record of its try, and a key that lapses.
     agent.pretraining = {"state": "running", "attempts": 1, "image_size": size}
     agent.save(update_fields=["pretraining"])
-    assert services.pretraining_due(workflow)
-    services.request_pretraining(workflow)
-    assert not services.pretraining_due(workflow)  # queued or alive: not asked for twice
-    cache.delete(services.training_key(workflow.pk))
-    services.pretrain_machine(workflow.pk)
-    agent = services.machine_agent(workflow)
+    assert pretraining.pretraining_due(workflow)
+    pretraining.request_pretraining(workflow)
+    assert not pretraining.pretraining_due(workflow)  # queued or alive: not asked for twice
+    cache.delete(heartbeat.training_key(workflow.pk))
+    pretraining.pretrain_machine(workflow.pk)
+    agent = agents.machine_agent(workflow)
     assert agent.pretraining["state"] == "done" and agent.pretraining["attempts"] == 2 and agent.pretrained_model
     # Lost as often as allowed: the next try records a failure without training, and nothing is asked again.
-    agent.pretraining = {"state": "running", "attempts": services.PRETRAINING_ATTEMPTS, "image_size": size}
+    agent.pretraining = {"state": "running", "attempts": pretraining.PRETRAINING_ATTEMPTS, "image_size": size}
     agent.pretrained_model = None
     agent.save(update_fields=["pretraining", "pretrained_model"])
-    assert services.pretraining_due(workflow)
-    agent = services.pretrain_machine(workflow.pk)
+    assert pretraining.pretraining_due(workflow)
+    agent = pretraining.pretrain_machine(workflow.pk)
     assert agent.pretraining["state"] == "failed" and "lost 3 times" in agent.pretraining["error"]
-    assert not services.machine_agent(workflow).pretrained_model and not services.pretraining_due(workflow)
+    assert not agents.machine_agent(workflow).pretrained_model and not pretraining.pretraining_due(workflow)
 
 
 def test_no_pretraining_when_switched_off_or_once_a_version_exists(machine_workflow) -> None:
-    assert not services.pretraining_due(machine_workflow({"pretrain_epochs": 0}))
+    assert not pretraining.pretraining_due(machine_workflow({"pretrain_epochs": 0}))
     workflow = machine_workflow({"pretrain_epochs": 1})
     vote(workflow)
     apply_pending(workflow.pk)
-    services.train_model_version(workflow.pk)
-    assert not services.pretraining_due(workflow)
+    training.train_model_version(workflow.pk)
+    assert not pretraining.pretraining_due(workflow)
 
 
 def test_the_admin_lists_each_machine_with_its_pretrained_trunk(machine_workflow, admin_client) -> None:
     workflow = machine_workflow({"pretrain_epochs": 1})
-    services.pretrain_machine(workflow.pk)
+    pretraining.pretrain_machine(workflow.pk)
     non_gold = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).count()
     page = admin_client.get("/django-admin/machine/machineagent/")
     assert page.status_code == 200 and f"done ({non_gold} images, 32 px)" in page.content.decode()
-    agent = services.machine_agent(workflow)
+    agent = agents.machine_agent(workflow)
     page = admin_client.get(f"/django-admin/machine/machineagent/{agent.pk}/change/")
     assert page.status_code == 200 and "pretrained_model" not in page.content.decode()
 
@@ -695,22 +705,22 @@ def test_a_batch_that_fails_to_commit_is_not_applied_twice_on_retry(machine_work
 
 
 def test_gold_folds_are_stable_and_calibration_falls_back_to_none_when_gold_is_scarce(machine_workflow) -> None:
-    folds = [services.gold_fold(i, 2) for i in range(1, 1001)]
+    folds = [evaluation.gold_fold(i, 2) for i in range(1, 1001)]
     assert 400 < folds.count(0) < 600 and set(folds) == {0, 1}
-    assert folds == [0 if services.is_held_out(i, 0.5) else 1 for i in range(1, 1001)]  # two folds: the old halves
-    assert set(services.gold_fold(i, 5) for i in range(1, 1001)) == {0, 1, 2, 3, 4}
+    assert folds == [0 if training_data.is_held_out(i, 0.5) else 1 for i in range(1, 1001)]  # two folds: the old halves
+    assert set(evaluation.gold_fold(i, 5) for i in range(1, 1001)) == {0, 1, 2, 3, 4}
 
     workflow = machine_workflow()
-    gold = services.gold_set(workflow)
+    gold = training_data.gold_set(workflow)
     classifier = GalaxyClassifier([("T0", 2)], image_size=32, channels=(8, 16, 32, 32), embedding_dim=32, seed=0)
-    plain = classifier.predict_proba(services.load_images(gold[0], 32), tta=False)["T0"]
-    fold_sizes = [[services.gold_fold(i, 2) for i in gold[0]].count(f) for f in (0, 1)]
+    plain = classifier.predict_proba(training_data.load_images(gold[0], 32), tta=False)["T0"]
+    fold_sizes = [[evaluation.gold_fold(i, 2) for i in gold[0]].count(f) for f in (0, 1)]
     enough = min(fold_sizes)  # the smaller fold is the larger one's complement
     assert enough >= 1
     for cfg in ({"calibration_folds": 2, "min_gold_subjects": enough + 1}, {"calibration_folds": 0}):
-        probs = services.calibrate_on_gold(classifier, gold, settings_of({"enabled": True} | cfg))
+        probs = evaluation.calibrate_on_gold(classifier, gold, settings_of({"enabled": True} | cfg))
         assert classifier.calibration == {} and np.allclose(probs, plain, atol=1e-6)
-    probs = services.calibrate_on_gold(classifier, gold, settings_of({"enabled": True, "calibration_folds": 2, "min_gold_subjects": enough}))
+    probs = evaluation.calibrate_on_gold(classifier, gold, settings_of({"enabled": True, "calibration_folds": 2, "min_gold_subjects": enough}))
     assert classifier.calibration["T0"]["n"] == 14 and probs.shape == (14, 2) and not np.allclose(probs, plain, atol=1e-4)
 
     assert settings_of({"enabled": True})["calibration_folds"] == 2

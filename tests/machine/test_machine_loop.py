@@ -13,7 +13,7 @@ from django.core.cache import cache
 
 from classifications.models import Classification
 from live.services import rebuild_hot_state
-from machine import services
+from machine import agents, evaluation, heartbeat, training, training_data
 from machine.models import ModelVersion
 from machine.selectors import current_model
 from projects.models import AdminAction, SubjectWorkflowState
@@ -38,26 +38,26 @@ def test_votes_train_the_cnn_whose_predictions_enter_the_engine_exactly_once(mac
     aggregation = start_worker("aggregation", "aggregation")
     ml = start_worker("ml", "ml")
     # Before any vote, the beat sends the pretraining of the CNN's trunk on the images to the ml worker.
-    assert services.check_retraining() == [workflow.pk]  # what beat runs every 30 s
-    agent = services.machine_agent(workflow)
-    _wait(lambda: cache.get(services.training_key(workflow.pk)) is None, 90, "the trunk to be pretrained")
+    assert training.check_retraining() == [workflow.pk]  # what beat runs every 30 s
+    agent = agents.machine_agent(workflow)
+    _wait(lambda: cache.get(heartbeat.training_key(workflow.pk)) is None, 90, "the trunk to be pretrained")
     agent.refresh_from_db()
     assert agent.pretraining["state"] == "done" and agent.pretrained_model
     n_votes = vote(workflow, n_volunteers=5)
     _wait(lambda: not Classification.objects.filter(applied_seq__isnull=True).exists(), 60, "the votes to be applied")
-    assert services.human_retired_count(workflow) >= 4
+    assert training_data.human_retired_count(workflow) >= 4
 
-    assert services.check_retraining() == [workflow.pk]
+    assert training.check_retraining() == [workflow.pk]
     _wait(lambda: current_model(workflow) is not None, 90, "model v1 to be trained and promoted")
     version = current_model(workflow)
     assert version.version == 1 and version.is_trained and version.metrics["from_pretrained"]
     # Every gold subject calibrates the CNN's probabilities and measures them, out of fold.
-    gold_folds = [services.gold_fold(i, 2) for i in SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=True).values_list("subject_id", flat=True)]
+    gold_folds = [evaluation.gold_fold(i, 2) for i in SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=True).values_list("subject_id", flat=True)]
     calibrated = min(gold_folds.count(0), gold_folds.count(1)) >= 4  # each fold's complement: min_gold_subjects
     assert version.metrics["n_gold_test"] == 14 and version.metrics["n_gold_calibration"] == (14 if calibrated else 0)
     machine = Classification.objects.filter(workflow=workflow, volunteer__machine_agent__workflow=workflow)
     # The training task predicts in batches and clears its key when it ends; then the applier catches up.
-    _wait(lambda: cache.get(services.training_key(workflow.pk)) is None and machine.exists()
+    _wait(lambda: cache.get(heartbeat.training_key(workflow.pk)) is None and machine.exists()
           and not Classification.objects.filter(applied_seq__isnull=True).exists(), 60, "the machine's predictions to be applied")
 
     seqs = list(Classification.objects.filter(workflow=workflow).values_list("applied_seq", flat=True))
@@ -69,8 +69,8 @@ def test_votes_train_the_cnn_whose_predictions_enter_the_engine_exactly_once(mac
     assert report.max_posterior_difference < 1e-9 and report.retirement_mismatches == []
 
     # On demand: a second version, warm-started from the first.
-    services.request_retraining(workflow, reason="manual")
-    _wait(lambda: cache.get(services.training_key(workflow.pk)) is None
+    training.request_retraining(workflow, reason="manual")
+    _wait(lambda: cache.get(heartbeat.training_key(workflow.pk)) is None
           and ModelVersion.objects.filter(workflow=workflow, version=2).exists(), 90, "model v2")
     v2 = ModelVersion.objects.get(workflow=workflow, version=2)
     assert v2.parent_id == version.pk and v2.metrics["warm_start"] and v2.state in {"promoted", "rejected"}

@@ -41,3 +41,40 @@ def test_boxes_touching_the_image_edge_are_inside() -> None:
     assert validate_annotations(DEMO_TASKS, annotations, (100, 100))[1] == []
     box["width"] = 100.5
     assert "outside" in validate_annotations(DEMO_TASKS, annotations, (100, 100))[1][0]
+
+
+def test_the_demo_disk_question_swaps_clockwise_and_anticlockwise_in_a_mirror() -> None:
+    t1 = DEMO_TASKS["tasks"]["T1"]
+    swapped = [sorted(t1["answers"][i]["label"] for i in pair) for pair in t1["mirror_swaps"]]
+    assert swapped == [["Anticlockwise spiral", "Clockwise spiral"]]
+
+
+def _with_swaps(swaps: object, task: str = "T1") -> list[str]:
+    return _broken(lambda t: t["tasks"][task].update(mirror_swaps=swaps))
+
+
+def test_mirror_swaps_are_checked_with_field_errors() -> None:
+    assert _with_swaps([[2, 1]]) == [] and _with_swaps([]) == []
+    assert _with_swaps([[0, 1], [2, 3]], task="T0") == []
+    bad = {
+        "[1, 2]": (1, 2),
+        "[[1, 1]]": [[1, 1]],
+        "[[1, 3]]": [[1, 3]],
+        "[[-1, 2]]": [[-1, 2]],
+        "[[0, 1], [1, 2]]": [[0, 1], [1, 2]],
+        "[[1, 2, 0]]": [[1, 2, 0]],
+        "[[true, 2]]": [[True, 2]],
+        "[[1.0, 2]]": [[1.0, 2]],
+        "[1, 2] flat": [1, 2],
+    }
+    reasons = {name: _with_swaps(swaps) for name, swaps in bad.items()}
+    for name, errors in reasons.items():
+        assert errors and all(e.startswith("tasks.T1.mirror_swaps: ") for e in errors), (name, errors)
+    assert "list of [i, j]" in reasons["[1, 2]"][0]
+    assert "with itself" in reasons["[[1, 1]]"][0]
+    assert "from 0 to 2" in reasons["[[1, 3]]"][0] and "from 0 to 2" in reasons["[[-1, 2]]"][0]
+    assert "answer 1 is already in another pair" in reasons["[[0, 1], [1, 2]]"][0]
+    for name in ("[[1, 2, 0]]", "[[true, 2]]", "[[1.0, 2]]", "[1, 2] flat"):
+        assert "two answer indices" in reasons[name][0], name
+    drawing = _with_swaps([[0, 1]], task="T2")
+    assert drawing == ["tasks.T2.mirror_swaps: only a question's answers can be swapped, not a drawing task's"]

@@ -104,7 +104,7 @@ def test_a_workflow_model_refuses_bad_settings_on_clean() -> None:
 
 
 def test_the_machine_acquisition_rank_enters_the_priority_as_one_term(make_workflow) -> None:
-    from machine.services import update_priorities
+    from machine.priorities import update_priorities
     from projects.services import fresh_value
 
     workflow = make_workflow(n=3)

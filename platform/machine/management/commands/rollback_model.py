@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from machine import services
+from machine import promotion
 from projects.models import Workflow
 
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         workflow = Workflow.objects.filter(pk=options["workflow"]).first()
         if workflow is None:
             raise CommandError(f"no workflow {options['workflow']}")
-        version = services.roll_back(workflow)
+        version = promotion.roll_back(workflow)
         if version is None:
             raise CommandError("no earlier promoted version to roll back to")
         self.stdout.write(f"workflow {workflow.pk} now serves model v{version.version}")

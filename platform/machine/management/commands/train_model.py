@@ -10,7 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from machine import services
+from machine import agents, training
+from machine.config import machine_settings
 from projects.models import Workflow
 
 
@@ -27,15 +28,15 @@ class Command(BaseCommand):
         if workflow is None:
             raise CommandError(f"no workflow {options['workflow']}")
         try:
-            services.machine_settings(workflow)
-            services.first_question(workflow)
+            machine_settings(workflow)
+            agents.first_question(workflow)
         except ValueError as error:
             raise CommandError(str(error)) from error
         if options["queue"]:
-            services.request_retraining(workflow, reason="command")
+            training.request_retraining(workflow, reason="command")
             self.stdout.write("training queued on the ml workers")
             return
-        version = services.train_model_version(workflow.pk, reason="command", promote=not options["no_promote"])
+        version = training.train_model_version(workflow.pk, reason="command", promote=not options["no_promote"])
         if version is None:
             raise CommandError("too few human-retired subjects to train on (see min_train)")
         version.refresh_from_db()
