@@ -61,7 +61,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=300)
+    parser.add_argument("--rate", type=float, default=300, help="classifications per second")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="classifications per request: 1 posts each alone, N > 1 posts N of one volunteer to the batch endpoint")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--subjects", type=int, default=20_000)
@@ -86,22 +88,27 @@ def main() -> None:
     rng = random.Random(11)
     run_id = secrets.token_hex(4)
 
-    def submit(i: int, n: int):
-        token = tokens[rng.randrange(len(tokens))]
+    def classification(i: int, n: int, k: int) -> dict:
         answer = rng.randrange(2)
         annotations = [{"task": "T0", "value": answer}, *([{"task": "T1", "value": 1}] if answer == 1 else []),
-                       {"task": "T2", "value": [{"tool": 0, "x": 150, "y": 160, "width": 40, "height": 30}] if n % 3 == 0 else []}]
-        body = json_body({"workflow": workflow_id, "subject": subject_ids[rng.randrange(len(subject_ids))],
-                          "annotations": annotations, "idempotency_key": f"live{run_id}-{i}-{n}"})
-        return "POST", "/api/classifications/", {"Authorization": f"Token {token}"}, body
+                       {"task": "T2", "value": [{"tool": 0, "x": 150, "y": 160, "width": 40, "height": 30}] if (n + k) % 3 == 0 else []}]
+        return {"workflow": workflow_id, "subject": subject_ids[rng.randrange(len(subject_ids))],
+                "annotations": annotations, "idempotency_key": f"live{run_id}-{i}-{n}-{k}"}
+
+    def submit(i: int, n: int):
+        headers = {"Authorization": f"Token {tokens[rng.randrange(len(tokens))]}"}
+        if args.batch == 1:
+            return "POST", "/api/classifications/", headers, json_body(classification(i, n, 0))
+        body = json_body({"classifications": [classification(i, n, k) for k in range(args.batch)]})
+        return "POST", "/api/classifications/batch/", headers, body
 
     def healthz(i: int, n: int):
         return "GET", "/healthz", {}, None
 
     try:
-        baseline = asyncio.run(run_load("baseline healthz", "127.0.0.1", args.port, healthz, args.connections, 10, rate=args.rate))
+        baseline = asyncio.run(run_load("baseline healthz", "127.0.0.1", args.port, healthz, args.connections, 10, rate=args.rate / args.batch))
         print(json.dumps(baseline.summary()), flush=True)
-        load = asyncio.run(run_load("submit", "127.0.0.1", args.port, submit, args.connections, args.seconds, rate=args.rate))
+        load = asyncio.run(run_load("submit", "127.0.0.1", args.port, submit, args.connections, args.seconds, rate=args.rate / args.batch))
         print(json.dumps(load.summary()), flush=True)
         ours = Classification.objects.filter(idempotency_key__startswith=f"live{run_id}-")
         deadline = time.monotonic() + 180
@@ -119,7 +126,7 @@ def main() -> None:
     report = {
         "machine": "shared 2-core VM; gunicorn, PostgreSQL, Redis, 1 Celery worker and the load generator on it",
         "command": " ".join(["bench/live_loop.py", *sys.argv[1:]]),
-        "target_rate": args.rate, "connections": args.connections,
+        "target_rate": args.rate, "classifications_per_request": args.batch, "connections": args.connections,
         "gunicorn": f"{args.web_workers} gthread workers x {args.threads} threads",
         "baseline_healthz": baseline.summary(),
         "submit": load.summary(),

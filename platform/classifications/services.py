@@ -12,14 +12,15 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.http import HttpRequest
+from django.utils import timezone
 
 from classifications.models import Classification, Volunteer
 from classifications.signals import classifications_stored
@@ -252,30 +253,29 @@ def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys
                     checked.append(existing)
                     continue
             raise ClassificationRejected(_at(index, len(items), rejected.errors)) from None
-    results: list[SubmissionResult] = []
-    new_ids: list[int] = []
-    workflow_ids: set[int] = set()
-    counted_states: list[int] = []
-    with transaction.atomic():
-        for item, check in zip(items, checked, strict=True):
-            if isinstance(check, Classification):
-                results.append(_replay(check, item))
-                continue
-            workflow, state, annotations = check
-            result = _store(volunteer, item, workflow, state, annotations)
-            results.append(result)
-            new_ids.append(result.classification.pk)
-            workflow_ids.add(workflow.pk)
-            if result.classification.counts:
-                counted_states.append(state.state_id)
-        _count(counted_states)
-        if new_ids:
-            transaction.on_commit(
-                lambda: classifications_stored.send(
-                    sender=Classification, classification_ids=new_ids, workflow_ids=sorted(workflow_ids)
-                )
-            )
-    return results
+    replays = [(index, check) for index, check in enumerate(checked) if isinstance(check, Classification)]
+    fresh = [(index, check) for index, check in enumerate(checked) if not isinstance(check, Classification)]
+    # A batch that holds one subject twice: the first look counts, a later one is "already seen".
+    looked: set[tuple[int, int]] = set()
+    for position, (index, (workflow, state, item_annotations)) in enumerate(fresh):
+        if (workflow.pk, state.subject_id) in looked:
+            fresh[position] = (index, (workflow, replace(state, seen=True), item_annotations))
+        looked.add((workflow.pk, state.subject_id))
+    results: dict[int, SubmissionResult] = {}
+    if fresh:
+        stored_now = _store(volunteer, [(items[index], *check) for index, check in fresh])
+        for (index, (workflow, state, _)), classification in zip(fresh, stored_now, strict=True):
+            results[index] = SubmissionResult(classification, True, _gold_feedback(workflow, state, volunteer))
+        new_ids = [classification.pk for classification in stored_now]
+        workflow_ids = sorted({classification.workflow_id for classification in stored_now})
+        # In autocommit (the API) the statement has committed and this runs now; inside a caller's
+        # transaction it waits for that commit.
+        transaction.on_commit(
+            lambda: classifications_stored.send(sender=Classification, classification_ids=new_ids, workflow_ids=workflow_ids)
+        )
+    for index, existing in replays:
+        results[index] = _replay(existing, items[index])
+    return [results[index] for index in range(len(items))]
 
 
 def _at(index: int, total: int, errors: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -285,30 +285,68 @@ def _at(index: int, total: int, errors: dict[str, list[str]]) -> dict[str, list[
     return {f"classifications[{index}].{field}": messages for field, messages in errors.items()}
 
 
+# One statement stores a whole batch and counts it: PostgreSQL commits it on its own (autocommit),
+# one round trip instead of an INSERT per row, an UPDATE per counted subject and a COMMIT; the
+# ORM's query building cost more than PostgreSQL's work. A unique violation (a re-sent key, a
+# second counted look) aborts the statement, so nothing of the batch is written. Counted subjects
+# are locked in id order, as the live loop locks them, so that a batch and a worker never deadlock.
+_INSERT_COLUMNS = (
+    "workflow_id, subject_id, volunteer_id, annotations, started_at, finished_at, created_at, metadata, "
+    "idempotency_key, counts, already_seen, subject_was_retired, is_gold"
+)
+_ROW = "(%s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"
+_STORE = """
+WITH new AS (
+  INSERT INTO classifications_classification ({columns}) VALUES {rows} RETURNING id, idempotency_key
+), locked AS (
+  SELECT id FROM projects_subjectworkflowstate WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+), counted AS (
+  UPDATE projects_subjectworkflowstate s SET classification_count = s.classification_count + 1
+    FROM locked WHERE s.id = locked.id
+)
+SELECT id, idempotency_key FROM new
+"""
+
+
 def _store(
-    volunteer: Volunteer, data: dict[str, Any], workflow: Workflow, state: SubjectForSubmission, annotations: list[dict]
-) -> SubmissionResult:
-    """Insert one new classification (inside the caller's transaction) and count it if it counts."""
-    retired = state.status == SubjectWorkflowState.Status.RETIRED
-    classification = Classification.objects.create(
-        workflow=workflow,
-        subject_id=state.subject_id,
-        volunteer=volunteer,
-        annotations=annotations,
-        started_at=data.get("started_at"),
-        finished_at=data.get("finished_at"),
-        metadata=data.get("metadata") or {},
-        idempotency_key=data["idempotency_key"],
-        counts=not (state.seen or retired),
-        already_seen=state.seen,
-        subject_was_retired=retired,
-        is_gold=state.is_gold,
-    )
-    return SubmissionResult(classification, True, _gold_feedback(workflow, state, volunteer))
-
-
-def _count(state_ids: list[int]) -> None:
-    """Add the counted classifications to their subjects, locking rows in id order (as the live
-    loop does) so that a batch and a worker never deadlock."""
-    for state_id in sorted(state_ids):
-        SubjectWorkflowState.objects.filter(pk=state_id).update(classification_count=F("classification_count") + 1)
+    volunteer: Volunteer, rows: list[tuple[dict[str, Any], Workflow, SubjectForSubmission, list[dict]]]
+) -> list[Classification]:
+    """Insert new classifications and count those that count, in one statement (see ``_STORE``)."""
+    now = timezone.now()
+    classifications: list[Classification] = []
+    params: list[Any] = []
+    for data, workflow, state, checked_annotations in rows:
+        retired = state.status == SubjectWorkflowState.Status.RETIRED
+        classification = Classification(
+            workflow_id=workflow.pk,
+            subject_id=state.subject_id,
+            volunteer=volunteer,
+            annotations=checked_annotations,
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            created_at=now,
+            metadata=data.get("metadata") or {},
+            idempotency_key=data["idempotency_key"],
+            counts=not (state.seen or retired),
+            already_seen=state.seen,
+            subject_was_retired=retired,
+            is_gold=state.is_gold,
+        )
+        classification.workflow = workflow
+        params += [
+            workflow.pk, state.subject_id, volunteer.pk, json.dumps(checked_annotations), classification.started_at,
+            classification.finished_at, now, json.dumps(classification.metadata), classification.idempotency_key,
+            classification.counts, classification.already_seen, retired, state.is_gold,
+        ]
+        classifications.append(classification)
+    counted_states = [state.state_id for (_, _, state, _), c in zip(rows, classifications, strict=True) if c.counts]
+    sql = _STORE.format(columns=_INSERT_COLUMNS, rows=", ".join([_ROW] * len(rows)))
+    # Inside a caller's transaction a savepoint keeps a unique violation from breaking it (the
+    # caller retries); on its own the statement is its transaction.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(sql, [*params, counted_states])
+        ids = {key: pk for pk, key in cursor.fetchall()}
+    for classification in classifications:
+        classification.pk = ids[classification.idempotency_key]
+        classification._state.adding = False
+    return classifications

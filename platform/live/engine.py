@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from aggregation import defaults
 from aggregation.estimator import ConsensusEstimator
 from aggregation.workflow import SettingsError, WorkflowAggregator, WorkflowRetirement
@@ -299,7 +301,10 @@ def skill_bits(engine: WorkflowEngine, volunteer_id: int) -> float | None:
 
 
 def to_bytes(engine: WorkflowEngine) -> bytes:
-    return zlib.compress(json.dumps(engine.to_dict(), separators=(",", ":")).encode(), 1)
+    """The engine for Redis. orjson: the standard library's encoder took two thirds of a save (0.57 s
+    of 0.93 s for 20,000 subjects; orjson 0.04 s) and a save stops the applier. The state holds only
+    finite numbers (orjson would write NaN as null; tests/live/test_engine_stored.py checks a round trip)."""
+    return zlib.compress(orjson.dumps(engine.to_dict()), 1)
 
 
 def from_bytes(blob: bytes) -> WorkflowEngine:

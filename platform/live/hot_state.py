@@ -22,6 +22,7 @@ index in the transaction that records it, so a retired subject leaves every queu
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +45,12 @@ def load_engine(workflow_id: int) -> tuple[bytes | None, str | None]:
     """The last saved engine state and the log version it was saved at (it may lag the log)."""
     blob, version = client().mget(key(workflow_id, "engine"), key(workflow_id, "engine_version"))
     return blob, version.decode() if version else None
+
+
+def engine_version(workflow_id: int) -> str | None:
+    """The log version of the saved engine, without reading the engine."""
+    raw = client().get(key(workflow_id, "engine_version"))
+    return raw.decode() if raw else None
 
 
 def save_engine(workflow_id: int, blob: bytes, version: str) -> None:
@@ -104,6 +111,11 @@ def read_events(workflow_id: int, after: str = "0-0", block_ms: int | None = Non
 def mark_pending(workflow_id: int, seconds: int = 30) -> bool:
     """True if no application task was already queued for this workflow (so one should be)."""
     return bool(client().set(key(workflow_id, "pending"), b"1", nx=True, ex=seconds))
+
+
+def claim_engine_save(workflow_id: int, seconds: float) -> bool:
+    """True for the first caller in ``seconds``: it schedules the deferred save of the engine."""
+    return bool(client().set(key(workflow_id, "engine_save"), b"1", nx=True, ex=max(1, math.ceil(seconds))))
 
 
 def is_pending(workflow_id: int) -> bool:

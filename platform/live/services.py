@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -206,13 +207,18 @@ def apply_pending(workflow_id: int) -> ApplyReport:
 
 ENGINE_SAVE_SECONDS = 5.0
 MAX_BATCHES_PER_TASK = 20
+_ENGINE_SAVED_AT: dict[int, float] = {}  # when this process last saved each workflow's engine
+
+
+def _save_engine(workflow_id: int, engine: Any, agg: WorkflowAggregation) -> None:
+    hot_state.save_engine(workflow_id, engine_lib.to_bytes(engine), agg.state_version)
+    _ENGINE_SAVED_AT[workflow_id] = time.monotonic()
 
 
 def _drain(workflow_id: int, lock: Any, report: ApplyReport) -> None:
     workflow = Workflow.objects.get(pk=workflow_id)
     agg = aggregation_of(workflow)
     engine, rewrite_all = _current_engine(workflow, agg)
-    last_save = time.monotonic()
     while True:
         batch = list(
             Classification.objects.filter(workflow_id=workflow_id, applied_seq__isnull=True)
@@ -224,8 +230,19 @@ def _drain(workflow_id: int, lock: Any, report: ApplyReport) -> None:
             if rewrite_all:
                 posteriors, skills = _full_state(workflow, engine)
                 hot_state.save_results(workflow_id, agg.state_version, posteriors, skills)
-            if report.batches or hot_state.load_engine(workflow_id)[1] != agg.state_version:
-                hot_state.save_engine(workflow_id, engine_lib.to_bytes(engine), agg.state_version)
+            # Saving the whole engine costs more than applying a batch of hundreds (it is every
+            # subject's state), so under load it is saved every ENGINE_SAVE_SECONDS, not after
+            # every task: a later task with nothing to apply saves the final state, and until then
+            # a successor catches up from the saved one through the log's tail (_current_engine).
+            recently_saved = time.monotonic() - _ENGINE_SAVED_AT.get(workflow_id, -math.inf) < ENGINE_SAVE_SECONDS
+            if (report.batches and not recently_saved) or (
+                not report.batches and hot_state.engine_version(workflow_id) != agg.state_version
+            ):
+                _save_engine(workflow_id, engine, agg)
+            elif report.batches and hot_state.claim_engine_save(workflow_id, ENGINE_SAVE_SECONDS):
+                from live.tasks import apply_workflow
+
+                apply_workflow.apply_async((workflow_id,), countdown=ENGINE_SAVE_SECONDS)
             return
         agg, retired = _apply_batch(workflow, agg, engine, batch, rewrite_all)
         rewrite_all = False
@@ -236,13 +253,10 @@ def _drain(workflow_id: int, lock: Any, report: ApplyReport) -> None:
             # Fairness: a workflow with a huge backlog must not hold a worker while another
             # workflow's votes wait; the task re-queues itself behind them (see live.tasks).
             report.more = True
-            hot_state.save_engine(workflow_id, engine_lib.to_bytes(engine), agg.state_version)
+            _save_engine(workflow_id, engine, agg)
             return
-        if time.monotonic() - last_save > ENGINE_SAVE_SECONDS:
-            # Under sustained load the full engine is saved every few seconds, not every batch: a
-            # successor catches up from it through the log's tail.
-            hot_state.save_engine(workflow_id, engine_lib.to_bytes(engine), agg.state_version)
-            last_save = time.monotonic()
+        if time.monotonic() - _ENGINE_SAVED_AT.get(workflow_id, -math.inf) > ENGINE_SAVE_SECONDS:
+            _save_engine(workflow_id, engine, agg)
         lock.extend(LOCK_SECONDS, replace_ttl=True)
 
 
@@ -307,17 +321,27 @@ def _number_batch(batch: list[Classification], first_seq: int, now: Any, paths: 
 
 
 def _store_posteriors(workflow: Workflow, posteriors: dict[int, Any]) -> None:
-    # Lock the rows in id order first: submissions also update these rows (their counts), in id
-    # order too, so the two can never wait on each other in a cycle (no deadlock).
-    states = list(
-        SubjectWorkflowState.objects.filter(workflow=workflow, subject_id__in=posteriors)
-        .order_by("id").select_for_update().only("id", "subject_id", "machine_score")
-    )
-    for state in states:
-        state.posterior = posteriors[state.subject_id]
+    """Write each touched subject's posterior and queue priority: two statements (the ORM's
+    bulk_update built a CASE per row and cost more than applying the batch)."""
+    with connection.cursor() as cursor:
+        # Lock the rows in id order first: submissions also update these rows (their counts), in id
+        # order too, so the two can never wait on each other in a cycle (no deadlock).
+        cursor.execute(
+            "SELECT id, subject_id, machine_score FROM projects_subjectworkflowstate"
+            " WHERE workflow_id = %s AND subject_id = ANY(%s) ORDER BY id FOR UPDATE",
+            [workflow.pk, list(posteriors)],
+        )
+        states = cursor.fetchall()
         # The queue follows the engine: each applied classification moves its subject's priority.
-        state.priority = queue_priority(state.posterior.get(VALUE_KEY, 0.0), state.machine_score)
-    SubjectWorkflowState.objects.bulk_update(states, ["posterior", "priority"], batch_size=1000)
+        priorities = [queue_priority(posteriors[subject_id].get(VALUE_KEY, 0.0), score) for _, subject_id, score in states]
+        cursor.execute(
+            """
+            UPDATE projects_subjectworkflowstate AS s SET posterior = v.posterior::jsonb, priority = v.priority
+              FROM unnest(%s::bigint[], %s::text[], %s::double precision[]) AS v(id, posterior, priority)
+             WHERE s.id = v.id
+            """,
+            [[state_id for state_id, _, _ in states], [json.dumps(posteriors[subject_id]) for _, subject_id, _ in states], priorities],
+        )
 
 
 def _retire(workflow: Workflow, reasons: dict[int, str], now: Any) -> list[dict]:

@@ -183,6 +183,47 @@ def test_a_batch_is_all_or_nothing(make_workflow, token_client, payload) -> None
     assert client.post("/api/classifications/batch/", too_many, format="json").status_code == 400
 
 
+def test_a_batch_with_one_subject_twice_counts_the_first_look_only(make_workflow, token_client, payload) -> None:
+    workflow = make_workflow(n=2)
+    client = token_client()
+    ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
+    batch = [payload(workflow, ids[0]), payload(workflow, ids[1]), payload(workflow, ids[0])]
+    response = client.post("/api/classifications/batch/", {"classifications": batch}, format="json")
+    assert response.status_code == 201
+    assert [(r["counts"], r["already_seen"]) for r in response.json()] == [(True, False), (True, False), (False, True)]
+    counts = dict(workflow.subject_states.values_list("subject_id", "classification_count"))
+    assert counts == {ids[0]: 1, ids[1]: 1}
+    stored = Classification.objects.order_by("id")
+    assert [c.idempotency_key for c in stored] == [item["idempotency_key"] for item in batch]
+    assert [r["id"] for r in response.json()] == [c.pk for c in stored]
+
+
+def test_a_batch_mixing_resent_and_new_items_answers_in_order(make_workflow, token_client, payload) -> None:
+    workflow = make_workflow(n=3)
+    client = token_client()
+    ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
+    first = payload(workflow, ids[0])
+    stored = client.post("/api/classifications/", first, format="json").json()
+    batch = [payload(workflow, ids[1]), first, payload(workflow, ids[2])]
+    response = client.post("/api/classifications/batch/", {"classifications": batch}, format="json")
+    assert response.status_code == 201
+    body = response.json()
+    assert [r["idempotency_key"] for r in body] == [item["idempotency_key"] for item in batch]
+    assert body[1]["id"] == stored["id"] and Classification.objects.count() == 3
+
+
+def test_a_deleted_token_is_refused_at_once(make_workflow, token_client, payload) -> None:
+    from rest_framework.authtoken.models import Token
+
+    workflow = make_workflow(n=2)
+    client = token_client()
+    ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
+    assert client.post("/api/classifications/", payload(workflow, ids[0]), format="json").status_code == 201
+    Token.objects.filter(user=client.user).delete()  # cached by the first request; forgotten now
+    assert client.post("/api/classifications/", payload(workflow, ids[1]), format="json").status_code == 401
+    assert Classification.objects.count() == 1
+
+
 def test_browser_sessions_need_the_csrf_token(make_workflow, browser_client, payload) -> None:
     workflow = make_workflow(n=1)
     body = payload(workflow, _first_subject(workflow))
