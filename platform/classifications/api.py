@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from classifications import selectors, services
 from classifications.serializers import (
+    MAX_BATCH,
     ClassificationBatchInputSerializer,
     ClassificationInputSerializer,
     ClassificationResultSerializer,
@@ -109,6 +110,11 @@ class ClassificationCreateView(APIView):
 
 
 class ClassificationBatchView(APIView):
+    def throttle_cost(self, request: Request) -> int:
+        """Throttles count the batch's classifications (an unreadable batch counts one: it is refused)."""
+        items = request.data.get("classifications") if isinstance(request.data, dict) else None
+        return min(max(len(items), 1), MAX_BATCH) if isinstance(items, list) else 1
+
     @extend_schema(request=ClassificationBatchInputSerializer, responses={200: ClassificationResultSerializer(many=True)})
     def post(self, request: Request) -> Response:
         serializer = ClassificationBatchInputSerializer(data=request.data)

@@ -65,7 +65,10 @@ class FixedWindowRedisThrottle(SimpleRateThrottle):
         window = int(now // self.duration)
         self.window_ends = (window + 1) * self.duration
         pipe = get_redis_connection("default").pipeline(transaction=False)
-        pipe.incr(f"{key}:{window}")
+        # A view may charge more than one per request: a batch counts its classifications, so 50 per
+        # request do not multiply a volunteer's rate by 50.
+        cost = view.throttle_cost(request) if hasattr(view, "throttle_cost") else 1
+        pipe.incrby(f"{key}:{window}", cost)
         pipe.expire(f"{key}:{window}", int(self.duration) + 1)
         count, _ = pipe.execute()
         self.now = now

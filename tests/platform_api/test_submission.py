@@ -250,6 +250,18 @@ def test_an_anonymous_volunteer_keeps_its_history_on_sign_up(make_workflow, brow
     assert volunteer.user == user and volunteer.classifications.count() == 1
 
 
+def test_a_batch_counts_its_classifications_against_the_throttle(make_workflow, token_client, payload, monkeypatch) -> None:
+    workflow = make_workflow(n=6)
+    monkeypatch.setattr(VolunteerRateThrottle, "THROTTLE_RATES", {"volunteer": "5/min", "address": "1000/min"})
+    client = token_client()
+    ids = list(workflow.subject_states.order_by("subject_id").values_list("subject_id", flat=True))
+    four = {"classifications": [payload(workflow, i) for i in ids[:4]]}
+    assert client.post("/api/classifications/batch/", four, format="json").status_code == 201
+    two = {"classifications": [payload(workflow, i) for i in ids[4:6]]}
+    assert client.post("/api/classifications/batch/", two, format="json").status_code == 429  # 4 + 2 > 5
+    assert Classification.objects.count() == 4
+
+
 def test_one_volunteer_is_throttled(make_workflow, token_client, payload, monkeypatch) -> None:
     workflow = make_workflow(n=1)
     monkeypatch.setattr(VolunteerRateThrottle, "THROTTLE_RATES", {"volunteer": "5/min", "address": "1000/min"})
