@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
@@ -310,11 +311,13 @@ def _number_batch(batch: list[Classification], first_seq: int, now: Any, paths: 
         cursor.execute(
             """
             UPDATE classifications_classification AS c
-               SET applied_seq = v.seq, applied_at = %s, posterior_after = v.posterior::jsonb
-              FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, seq, posterior)
+               SET applied_seq = v.seq, applied_at = %s, posterior_after = v.posterior
+              FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, seq bigint, posterior jsonb)
              WHERE c.id = v.id AND c.applied_seq IS NULL
             """,
-            [now, ids, seqs, [json.dumps(p) for p in paths]],
+            # One JSON document, not a text[] of them: psycopg quotes each array element with a
+            # regular expression, which cost a third of a batch's time.
+            [now, orjson.dumps([{"id": i, "seq": q, "posterior": p} for i, q, p in zip(ids, seqs, paths, strict=True)]).decode()],
         )
         if cursor.rowcount != len(batch):
             raise LostLock("some classifications of the batch were applied by another worker")
@@ -336,11 +339,12 @@ def _store_posteriors(workflow: Workflow, posteriors: dict[int, Any]) -> None:
         priorities = [queue_priority(posteriors[subject_id].get(VALUE_KEY, 0.0), score) for _, subject_id, score in states]
         cursor.execute(
             """
-            UPDATE projects_subjectworkflowstate AS s SET posterior = v.posterior::jsonb, priority = v.priority
-              FROM unnest(%s::bigint[], %s::text[], %s::double precision[]) AS v(id, posterior, priority)
+            UPDATE projects_subjectworkflowstate AS s SET posterior = v.posterior, priority = v.priority
+              FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, posterior jsonb, priority double precision)
              WHERE s.id = v.id
             """,
-            [[state_id for state_id, _, _ in states], [json.dumps(posteriors[subject_id]) for _, subject_id, _ in states], priorities],
+            [orjson.dumps([{"id": state_id, "posterior": posteriors[subject_id], "priority": priority}
+                           for (state_id, subject_id, _), priority in zip(states, priorities, strict=True)]).decode()],
         )
 
 
