@@ -4,6 +4,30 @@
     .venv/bin/python bench/machine_loop.py --galaxies 6493 --gold-share 0.05 --a-sample 500 \
         --retrain-every 100 --warm-epochs 5 --max-seconds 4200 \
         --out bench/results/machine_loop_6493.json            # every GZ1 galaxy: ~35 min here
+    .venv/bin/python bench/machine_loop.py --tree --galaxies 0 --gold-share 0.05 --retrain-every 100 \
+        --warm-epochs 5 --modes c --max-seconds 6000 --seed 0  # the two-question tree, every usable galaxy
+    .venv/bin/python bench/machine_loop.py --tree --galaxies 150 --volunteers 60 --gold-share 0.3 \
+        --image-size 32 --pretrain-epochs 0 --epochs 2 --warm-epochs 1 --min-steps 10 --min-train 20 \
+        --retrain-every 20 --min-gold-subjects 5 --a-draws 20 --modes c --max-seconds 300 \
+        --out /tmp/machine_loop_tree_small.json                # a CI-size run of it: a few minutes
+
+``--tree``: GZ1's two-question tree of ``bench/engine_tree.py`` (T0 smooth / features or disk /
+merger / star or artifact; T1 edge-on / clockwise / anticlockwise for disks, ``"mirror_swaps": [[1,
+2]]``; the truth of both from ``labels.csv``), its simulated volunteers (imported from there: a
+difficulty per galaxy and question from real Galaxy Zoo vote splits, a skill per volunteer and
+question from the real crowds; a volunteer answers T1 after "features or disk"), gold for both
+questions (T1 for the gold disks), and whole-workflow retirement (the library's bars, ``--bar``);
+``--galaxies 0`` takes all 6,608. (a) is computed without the platform: 40 volunteers per galaxy,
+each question's plurality (T1 among those of the 40 who answered it), its expectation over
+``--a-draws`` random draws of 40 (``engine_tree.mode_a``; a plurality of 3 or 4 answers has no closed
+form like the binary majority's); (b) the engine alone and (c) the engine + CNN (one head per
+question, each gated on its own gold) run on the platform. Per question: human answers per retired
+galaxy, accuracy of the retired labels (the argmax of the engine's posterior; T1 on the true disks)
+and the paired difference with (a)'s expectation on the same galaxies; ``votes_ratio`` is (a)'s
+human answers per galaxy over both questions (40 + its expected T1 answers) over (c)'s. Each seed's
+``{"seed", "votes_ratio", "questions": {"T0": {"a", "c", ...}, "T1": ...}}`` is merged into
+``bench/results/machine_loop_tree.json`` (``--out``) beside the other seeds', with its full results
+under ``runs``.
 
 With ``--a-sample N``, (a) runs on the platform for a random N of the galaxies only (its votes per
 galaxy are 40 by construction; 40 votes for 6,000 galaxies is 240,000 submissions), and is also
@@ -70,6 +94,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,6 +106,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chorus.settings")
 os.environ.setdefault("CHORUS_DATA_DIR", "/tmp/chorus-bench-machine")  # its own embedded servers
 
+import engine_tree  # noqa: E402  (bench/: the tree, its truth from labels.csv and its simulated volunteers)
 from platform_processes import reset_platform, start_worker  # noqa: E402  (bench/, beside this script)
 from real_crowds import logit, real_worker_offsets  # noqa: E402
 
@@ -143,6 +169,9 @@ class Crowd:
         y = int(self.labels[galaxy])
         return y if self.right[volunteer, galaxy] else 1 - y
 
+    def annotations(self, volunteer: int, galaxy: int) -> list[dict]:
+        return [{"task": "T0", "value": self.answer(volunteer, galaxy)}]
+
     def describe(self) -> dict:
         return {
             "volunteers": len(self.offsets),
@@ -152,15 +181,27 @@ class Crowd:
         }
 
 
+class TreeCrowd(engine_tree.Crowd):
+    """The two-question tree's simulated volunteers (``bench/engine_tree.py``: a difficulty per galaxy
+    and question from real Galaxy Zoo vote splits, each volunteer's skill per question from the real
+    crowds), answering down the tree: T1 after "features or disk"."""
+
+    def annotations(self, volunteer: int, galaxy: int) -> list[dict]:
+        a0 = int(self.a0[volunteer, galaxy])
+        return [{"task": "T0", "value": a0}] + ([{"task": "T1", "value": int(self.a1[volunteer, galaxy])}] if a0 == engine_tree.DISK else [])
+
+
 def gold_indices(n_galaxies: int, gold_share: float, rng: random.Random) -> set[int]:
     """Which galaxies are gold: a random ``gold_share`` of them."""
     return set(rng.sample(range(n_galaxies), round(gold_share * n_galaxies)))
 
 
-def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample: int, seed: int):
-    """The galaxies as subjects (images through Django's storage), gold for a random share, in two
-    subject sets: a random ``a_sample`` of the non-gold galaxies (all of them when 0), the only set
-    that mode (a) links, and the rest."""
+def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample: int, seed: int,
+                   gold_of: Callable[[int], dict] | None = None):
+    """The galaxies as subjects (images through Django's storage), gold for a random share (the
+    experts' answers: ``gold_of(index)``, by default ``{"T0": label}``), in two subject sets: a random
+    ``a_sample`` of the non-gold galaxies (all of them when 0), the only set that mode (a) links, and
+    the rest."""
     from django.core.files import File
 
     from projects.models import Project, Subject, SubjectSet
@@ -178,7 +219,7 @@ def setup_subjects(galaxies: list[tuple[str, int]], gold_share: float, a_sample:
     for i, (objid, label) in enumerate(galaxies):
         subject = Subject.objects.create(
             subject_set=sets[0] if i in sample else sets[-1], external_id=objid, metadata={"#gz1_label": label},
-            gold={"T0": label} if i in gold else None,
+            gold=(gold_of(i) if gold_of is not None else {"T0": label}) if i in gold else None,
         )
         with open(DATA / "galaxies" / "gz1" / "images" / f"{objid}.jpeg", "rb") as handle:
             add_subject_image(subject, 0, f"{objid}.jpeg", File(handle))
@@ -229,14 +270,18 @@ def paired_against_a(right: dict[int, bool], a_drawn: np.ndarray, a_expected: np
             for name, a in (("vs_a_drawn", a_drawn), ("vs_a_expected", a_expected))}
 
 
-def make_workflow(project, subject_sets, name: str, policy: str, active_learning: dict, machine_agents: str,
-                  estimator: dict | None = None):
+def make_workflow(project, subject_sets, name: str, policy: str | None, active_learning: dict, machine_agents: str,
+                  estimator: dict | None = None, tasks: dict | None = None, retirement: dict | None = None):
+    """A workflow over the subject sets: by default the GZX comparison on one question, the
+    first-question rule with ``policy``, named (the platform default is the whole workflow); with
+    ``tasks`` and ``retirement`` (a whole-workflow one), that tree."""
     from projects.models import SubjectWorkflowState
     from projects.services import create_workflow, link_subject_set
 
-    # The GZX comparison on one question: the first-question rule, named (the platform default is the whole workflow).
-    retirement = {"scope": "first_question", "policy": policy, "machine_agents": machine_agents} | ({"estimator": estimator} if estimator else {})
-    workflow = create_workflow(project, name, BINARY_TASKS, retirement=retirement, active_learning=active_learning)
+    if retirement is None:
+        retirement = {"scope": "first_question", "policy": policy}
+    retirement = retirement | {"machine_agents": machine_agents} | ({"estimator": estimator} if estimator else {})
+    workflow = create_workflow(project, name, tasks or BINARY_TASKS, retirement=retirement, active_learning=active_learning)
     for subject_set in subject_sets:
         link_subject_set(workflow, subject_set)
     # Gold subjects are the CNN's test set: served to humans only when nothing else is left for them.
@@ -277,7 +322,7 @@ def _is_retired(queued: object) -> bool:
     return bool(retired) if retired is not None else getattr(queued, "status", "active") == "retired"
 
 
-def simulate(workflow, crowd: Crowd, volunteers: list, index_of: dict[int, int], args, machine: bool, pace: tuple[int, int, int]) -> dict:
+def simulate(workflow, crowd: Crowd | TreeCrowd, volunteers: list, index_of: dict[int, int], args, machine: bool, pace: tuple[int, int, int]) -> dict:
     """Volunteers visit until every non-gold galaxy is retired. ``pace`` = (subjects per visit, votes
     between checks, unapplied votes allowed at a check): real volunteers take seconds per galaxy and the
     applier milliseconds, so (b) and (c) wait for every visit to be applied before the next (no vote is
@@ -308,7 +353,7 @@ def simulate(workflow, crowd: Crowd, volunteers: list, index_of: dict[int, int],
             continue
         items = [{
             "workflow": workflow.pk, "subject": s.subject_id, "idempotency_key": f"w{workflow.pk}-v{v}-s{s.subject_id}",
-            "annotations": [{"task": "T0", "value": crowd.answer(v, index_of[s.subject_id])}],
+            "annotations": crowd.annotations(v, index_of[s.subject_id]),
         } for s in states]
         for attempt in range(5):  # as a client retries a failed request (the key makes it idempotent)
             try:
@@ -402,6 +447,168 @@ def measure(workflow, crowd: Crowd, index_of: dict[int, int], run: dict, majorit
     return out
 
 
+def machine_settings_of(args: argparse.Namespace) -> dict:
+    """(c)'s ``Workflow.active_learning`` from the command line."""
+    return {
+        "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
+        "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
+        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": args.min_gold_subjects, "min_retire_accuracy": args.min_retire_accuracy,
+        "calibration_folds": args.calibration_folds, "promotion_tolerance": args.promotion_tolerance,
+        "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
+        **({"retire_record": args.retire_record} if args.retire_record else {}),
+        "image_size": args.image_size, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "warm_epochs": args.warm_epochs,
+        "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed, "label_min_reach": args.label_min_reach,
+        **({"questions": {"T1": {"machine_threshold": args.t1_machine_threshold}}} if args.t1_machine_threshold is not None else {}),
+    }
+
+
+TREE = {"first_task": "T0", "tasks": engine_tree.TASKS}
+
+
+def tree_galaxies(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A random ``n`` (0: all) of GZ1's galaxies with an unambiguous truth on the tree, as
+    ``bench/engine_tree.py`` takes them: ids, T0 truth, T1 truth (-1: not a disk)."""
+    ids, t0, t1, _ = engine_tree.load_galaxies()
+    pick = list(range(len(ids)))
+    random.Random(seed).shuffle(pick)
+    pick = sorted(pick[:n] if n else pick)
+    return [ids[i] for i in pick], t0[pick], t1[pick]
+
+
+def measure_tree(workflow, crowd: TreeCrowd, index_of: dict[int, int], run: dict, a: dict, scored: list[int]) -> dict:
+    """Per question: human answers per retired galaxy and accuracy of the retired labels (the argmax of
+    the engine's posterior; T1 on the true disks), paired with (a)'s expectation galaxy by galaxy."""
+    from classifications.models import Classification
+    from projects.models import SubjectWorkflowState
+
+    states = list(SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).values_list("subject_id", "status", "retirement_reason", "posterior"))
+    human = Classification.objects.filter(workflow=workflow, is_gold=False).exclude(volunteer__machine_agent__isnull=False)
+    votes = {"T0": human.count(), "T1": human.filter(annotations__contains=[{"task": "T1"}]).count()}
+    retired = [(index_of[s], reason, posterior) for s, status, reason, posterior in states if status == "retired"]
+    n = max(len(retired), 1)
+    position = {g: i for i, g in enumerate(scored)}
+    out: dict = {"galaxies": len(states), "retired": len(retired), "retired_by": dict(Counter(r for _, r, _ in retired)),
+                 "wall_seconds": round(run["wall_seconds"], 1), "machine_wait_seconds": round(run["machine_wait_seconds"], 1),
+                 "submission_deadlocks_retried": run["deadlocks"], "questions": {}}
+    truth = {"T0": crowd.t0, "T1": crowd.t1}
+    expected = {"T0": a["exp0"], "T1": a["exp1"]}
+    for key in ("T0", "T1"):
+        rows = [(g, reason, int(np.argmax(p[key]))) for g, reason, p in retired if truth[key][g] >= 0]
+        right = np.array([label == truth[key][g] for g, _, label in rows], dtype=bool)
+        a_right = np.array([expected[key][position[g]] for g, _, _ in rows])
+        by_reason = defaultdict(list)
+        for (_, reason, _), r in zip(rows, right, strict=True):
+            by_reason[reason.split(":")[0] if reason else "?"].append(bool(r))
+        paired = paired_accuracy_difference(a_right, right.astype(float)).to_dict() if len(rows) > 1 else None
+        out["questions"][key] = {
+            "n": len(rows), "accuracy": round(float(right.mean()), 4) if len(rows) else None,
+            "a_accuracy_same_galaxies": round(float(a_right.mean()), 4) if len(rows) else None,
+            "human_votes": votes[key], "votes_per_retired_galaxy": round(votes[key] / n, 3),
+            "accuracy_by_reason": {r: round(float(np.mean(v)), 4) for r, v in by_reason.items()},
+            "paired_vs_a_expected": None if paired is None else {k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v] if isinstance(v, list) else v)
+                                                                 for k, v in paired.items()},
+        }
+    out["outcomes"] = sorted([g, reason, int(np.argmax(p["T0"])), int(np.argmax(p["T1"]))] for g, reason, p in retired)
+    from machine.models import ModelVersion
+
+    out["model_versions"] = [
+        {"version": v.version, "state": v.state, "n_train": v.metrics.get("n_train"), "trained": v.metrics.get("trained"),
+         "questions": {key: {name: m.get(name) for name in ("accuracy", "n_gold_test", "trained", "trained_reason", "n_retired_gold",
+                                                             "retired_gold_accuracy", "n_gold_calibration")}
+                       for key, m in (v.metrics.get("questions") or {}).items()}}
+        for v in ModelVersion.objects.filter(workflow=workflow).order_by("version")
+    ]
+    return out
+
+
+def run_tree(args: argparse.Namespace, data_dir: Path) -> None:
+    """The two-question tree (``--tree``): see the module docstring."""
+    from classifications.models import Volunteer
+    from live.services import rebuild_hot_state
+
+    t_setup = time.monotonic()
+    objids, t0, t1 = tree_galaxies(args.galaxies, args.seed)
+    crowd = TreeCrowd(t0, t1, args.volunteers, args.seed)
+    galaxies = [(objid, int(label)) for objid, label in zip(objids, t0, strict=True)]
+    project, subject_sets, subject_ids, gold_index = setup_subjects(
+        galaxies, args.gold_share, 0, args.seed, gold_of=lambda i: {"T0": int(t0[i])} | ({"T1": int(t1[i])} if t1[i] >= 0 else {}))
+    index_of = {sid: i for i, sid in enumerate(subject_ids)}
+    volunteers = [Volunteer.objects.create() for _ in range(args.volunteers)]
+    scored = [i for i in range(len(galaxies)) if i not in gold_index]
+    print(f"setup {time.monotonic() - t_setup:.1f} s: {len(galaxies)} galaxies ({int((t1 >= 0).sum())} disks, {len(gold_index)} gold, "
+          f"{int((t1[list(gold_index)] >= 0).sum())} gold disks), crowd {crowd.describe()}", flush=True)
+    # (a) without the platform: 40 volunteers per galaxy, each question's plurality, its expectation over
+    # --a-draws random draws of 40 (engine_tree.mode_a; no closed form for a plurality of 3 or 4 answers).
+    rng = np.random.default_rng(args.seed + 3)
+    order = np.stack([rng.permutation(args.volunteers)[:engine_tree.BUDGET] for _ in range(len(galaxies))])
+    a = engine_tree.mode_a(crowd, order, np.array(scored), args.a_draws, args.seed)
+    disks = t1[scored] >= 0
+    a_summary = {"T0": {"accuracy": round(float(a["exp0"].mean()), 4), "votes_per_galaxy": float(engine_tree.BUDGET), "n": len(scored)},
+                 "T1": {"accuracy": round(float(a["exp1"][disks].mean()), 4), "votes_per_galaxy": round(float(a["t1_votes"].mean()), 3),
+                        "n": int(disks.sum())}}
+    results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "args": vars(args), "crowd": crowd.describe(),
+                     "a": {"name": "(a) 40 votes, plurality per question, without the platform (expectation over draws)"} | a_summary}
+    print(json.dumps(results["a"]), flush=True)
+    log_dir = data_dir / "bench-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = [start_worker("aggregation", "aggregation", log_dir / "aggregation.log")]
+    if "c" in args.modes:
+        workers.append(start_worker("ml", "ml", log_dir / "ml.log"))
+    retirement = {"scope": "workflow"} | ({"bar": args.bar} if args.bar is not None else {})
+    modes = {"b": ("(b) engine alone, whole-workflow retirement", {}), "c": ("(c) engine + CNN + active learning, whole-workflow retirement",
+                                                                            machine_settings_of(args))}
+    try:
+        for key in [m for m in args.modes if m in modes]:
+            name, active_learning = modes[key]
+            workflow = make_workflow(project, subject_sets, name, None, active_learning, args.machine_agents,
+                                     {"difficulty": True} if args.engine_difficulty else None, tasks=TREE, retirement=retirement)
+            print(f"{name} ...", flush=True)
+            run = simulate(workflow, crowd, volunteers, index_of, args, machine=bool(active_learning), pace=(args.per_visit, args.per_visit, 0))
+            results[key] = {"name": name, "retirement": retirement} | measure_tree(workflow, crowd, index_of, run, a, scored)
+            replay = rebuild_hot_state(workflow.pk)
+            results[key]["log_replay"] = {"max_posterior_difference": replay.max_posterior_difference,
+                                          "retirement_mismatches": len(replay.retirement_mismatches)}
+            print(json.dumps({k: v for k, v in results[key].items() if k not in ("outcomes", "model_versions")}), flush=True)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    write_tree_results(args, results, a_summary)
+
+
+def write_tree_results(args: argparse.Namespace, results: dict, a_summary: dict) -> None:
+    """This seed's summary (``{"seed", "votes_ratio", "questions": {"T0": {"a", "c", ...}, "T1": ...}}``)
+    merged into ``--out`` with the other seeds' (each seed run on its own), and its full results."""
+    out = Path(args.out or ROOT / "bench" / "results" / "machine_loop_tree.json")
+    summary: dict = {"seed": args.seed, "command": results["command"]}
+    if "c" in results:
+        c = results["c"]["questions"]
+        a_votes = sum(a_summary[k]["votes_per_galaxy"] for k in ("T0", "T1"))
+        c_votes = sum(c[k]["votes_per_retired_galaxy"] for k in ("T0", "T1"))
+        summary["votes_ratio"] = round(a_votes / max(c_votes, 1e-9), 3)
+        summary["questions"] = {key: {
+            "a": c[key]["a_accuracy_same_galaxies"], "c": c[key]["accuracy"], "n": c[key]["n"],
+            "a_all_galaxies": a_summary[key]["accuracy"], "votes_a": a_summary[key]["votes_per_galaxy"], "votes_c": c[key]["votes_per_retired_galaxy"],
+            "difference": (c[key]["paired_vs_a_expected"] or {}).get("difference"), "interval": (c[key]["paired_vs_a_expected"] or {}).get("interval"),
+        } for key in ("T0", "T1")}
+        summary["retired"], summary["galaxies"] = results["c"]["retired"], results["c"]["galaxies"]
+        goal = summary["votes_ratio"] >= 8 and all((q["interval"] or [0, -1])[1] >= 0 for q in summary["questions"].values())
+        summary["goal_met"] = goal  # >= 8x fewer human answers than (a), and on every question not below (a) (interval reaches 0)
+        print(json.dumps(summary), flush=True)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    seeds = {entry["seed"]: entry for entry in existing.get("seeds", [])} | {args.seed: summary}
+    runs = existing.get("runs", {}) | {str(args.seed): results}
+    document = {"what": "bench/machine_loop.py --tree: GZ1's two-question tree, whole-workflow retirement, per seed (one run each)",
+                "seeds": [seeds[k] for k in sorted(seeds)], "runs": {k: runs[k] for k in sorted(runs, key=int)}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"written {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--galaxies", type=int, default=700)
@@ -444,7 +651,17 @@ def main() -> None:
     parser.add_argument("--modes", default="abc")
     parser.add_argument("--max-seconds", type=float, default=900)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "machine_loop.json"))
+    parser.add_argument("--min-gold-subjects", type=int, default=20, help="'trained' is judged on at least this many gold subjects (per question)")
+    parser.add_argument("--tree", action="store_true",
+                        help="GZ1's two-question tree (T0 four answers, T1 edge-on / clockwise / anticlockwise), whole-workflow retirement; "
+                             "modes b and c on the platform, (a) without it; writes bench/results/machine_loop_tree.json")
+    parser.add_argument("--a-draws", type=int, default=200, help="--tree: random draws of 40 per galaxy for (a)'s expectation")
+    parser.add_argument("--bar", type=float, default=None, help="--tree: every required task's bar (default: the library's, aggregation.defaults)")
+    parser.add_argument("--t1-machine-threshold", type=float, default=None, help="--tree: T1's own machine threshold (default: --machine-threshold)")
+    parser.add_argument("--label-min-reach", type=float, default=0.5,
+                        help="a question teaches the CNN only on subjects whose reach of it is at least this (machine.config)")
+    parser.add_argument("--out", default=None,
+                        help="default bench/results/machine_loop.json, with --tree bench/results/machine_loop_tree.json (seeds merged)")
     args = parser.parse_args()
 
     data_dir = Path(os.environ["CHORUS_DATA_DIR"])
@@ -452,6 +669,10 @@ def main() -> None:
 
     django.setup()
     reset_platform(data_dir)
+    if args.tree:
+        run_tree(args, data_dir)
+        return
+    args.out = args.out or str(ROOT / "bench" / "results" / "machine_loop.json")
 
     from classifications.models import Volunteer
     from live.services import rebuild_hot_state
@@ -472,15 +693,7 @@ def main() -> None:
     workers = [start_worker("aggregation", "aggregation", log_dir / "aggregation.log")]
     if "c" in args.modes:
         workers.append(start_worker("ml", "ml", log_dir / "ml.log"))
-    machine_settings = {
-        "enabled": True, "acquisition": args.acquisition, "exploration_share": args.exploration_share, "machine_retirement": True,
-        "machine_threshold": args.machine_threshold, "retrain_every": args.retrain_every, "min_train": args.min_train,
-        "min_gold_accuracy": args.min_gold_accuracy, "min_gold_subjects": 20, "min_retire_accuracy": args.min_retire_accuracy,
-        "calibration_folds": args.calibration_folds, "promotion_tolerance": args.promotion_tolerance,
-        "retirement_versions": args.retirement_versions, "stable_versions": 2, "stability_tolerance": 0.03,
-        **({"retire_record": args.retire_record} if args.retire_record else {}),
-        "image_size": args.image_size, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "warm_epochs": args.warm_epochs, "min_steps": args.min_steps, "mc_samples": 20, "seed": args.seed,
-    }
+    machine_settings = machine_settings_of(args)
     modes = {
         "a": ("(a) 40 votes, majority", "max:40", {}, True, (20, 400, 400)),
         "b": ("(b) engine alone", engine_policy(args.engine_posterior), {}, False, (args.per_visit, args.per_visit, 0)),

@@ -29,8 +29,19 @@ export interface Statistics {
   retired_over_time: { bucket: string; points: Array<{ at: string; by_reason: Record<string, number>; by_kind: Record<string, number> }> };
   classifications_per_hour: Array<{ hour: string; count: number }>;
   projection: { remaining: number; rate_per_hour: number; projected_completion: string | null; complete: boolean; window_hours: number };
-  model: null | { version: number | string; state: string; accuracy: number | null; ece: number | null };
+  model: null | {
+    version: number | string; state: string; accuracy: number | null; ece: number | null;
+    /** Each task of the tree: whether the machine answers it, and why (not): "T1: gate not passed: 81% on 40 gold, needs 90%". */
+    questions?: ModelQuestion[];
+  };
   events: { cursor: string; events: Array<{ type: string; subject: number; reason: string; at: string }> };
+}
+
+export interface ModelQuestion {
+  task: string;
+  answers: boolean;
+  reason: string;
+  text: string;
 }
 
 const REASON_COLORS: Record<string, string> = { consensus: "#7ee787", machine: "#4fc3ff", limit: "#ff9f43" };
@@ -80,6 +91,30 @@ export function reasonLabel(reason: string): string {
   return task ? `${kind} on ${task}` : reason;
 }
 
+/** The machine's questions, answered ones first: one line each ("T0: answers: …", "T1: gate not passed: …"). */
+export function modelQuestionLines(questions: ModelQuestion[] | undefined): string[] {
+  const list = questions ?? [];
+  return [...list.filter((q) => q.answers), ...list.filter((q) => !q.answers)].map((q) => q.text);
+}
+
+/** The list under the model card: created beside its note the first time (the page's template has only the card). */
+function renderModelQuestions(root: HTMLElement, questions: ModelQuestion[] | undefined): void {
+  const note = root.querySelector('[data-stat="model_metrics"]');
+  if (!note?.parentElement) return;
+  let list = note.parentElement.querySelector<HTMLUListElement>('[data-stat="model_questions"]');
+  if (!list) {
+    list = document.createElement("ul");
+    list.dataset.stat = "model_questions";
+    list.className = "card-note model-questions";
+    note.after(list);
+  }
+  list.replaceChildren(...modelQuestionLines(questions).map((line) => {
+    const item = document.createElement("li");
+    item.textContent = line;
+    return item;
+  }));
+}
+
 export function render(root: HTMLElement, stats: Statistics, subjectUrl: string): void {
   const proj = stats.projection;
   set(root, "subjects", formatNumber(stats.subjects));
@@ -92,6 +127,7 @@ export function render(root: HTMLElement, stats: Statistics, subjectUrl: string)
   set(root, "rate", `${proj.rate_per_hour.toFixed(1)} retired per hour (last ${Math.min(24, proj.window_hours).toFixed(1)} h)`);
   set(root, "model", stats.model ? `version ${stats.model.version} (${stats.model.state})` : "none yet");
   set(root, "model_metrics", stats.model ? `accuracy ${stats.model.accuracy?.toFixed(3) ?? "–"} · ECE ${stats.model.ece?.toFixed(3) ?? "–"}` : "");
+  renderModelQuestions(root, stats.model?.questions);
 
   mount(root.querySelector("#chart-retired .plot"), lineChart(retiredSeries(stats), {
     label: "Subjects retired over time by reason", xFormat: (x) => time(new Date(x).toISOString()), step: true,

@@ -1,7 +1,7 @@
 /** Whole-workflow retirement on the scientists' pages: reasons grouped by kind and task on the
  * dashboard, and each required task's weighted risk against its bar on a subject's page. */
 import { describe, expect, it } from "vitest";
-import { reasonLabel, retiredByKindText, retiredSeries, type Statistics } from "../src/dashboard";
+import { modelQuestionLines, reasonLabel, retiredByKindText, retiredSeries, type Statistics } from "../src/dashboard";
 import { riskSeries, type TaskRisk } from "../src/subject";
 
 const risk = (weighted: number, bar: number | null, kind = "question"): TaskRisk => ({
@@ -61,5 +61,17 @@ describe("the risk path", () => {
 
   it("is empty before anything was aggregated", () => {
     expect(riskSeries({ risk: [], classifications: [] })).toEqual([]);
+  });
+});
+
+describe("the machine's questions", () => {
+  it("lists the questions it answers first, then why not the others", () => {
+    const lines = modelQuestionLines([
+      { task: "T0", answers: false, reason: "gate not passed: 81% on 40 gold, needs 90%", text: "T0: gate not passed: 81% on 40 gold, needs 90%" },
+      { task: "T1", answers: true, reason: "answers", text: "T1: answers" },
+      { task: "T2", answers: false, reason: "humans only: a drawing task", text: "T2: humans only: a drawing task" },
+    ]);
+    expect(lines).toEqual(["T1: answers", "T0: gate not passed: 81% on 40 gold, needs 90%", "T2: humans only: a drawing task"]);
+    expect(modelQuestionLines(undefined)).toEqual([]);
   });
 });

@@ -53,6 +53,77 @@ def _retire_labels(workflow: Any, answers: list[int] | None) -> str | None:
     return ", ".join(labels[a] if a < len(labels) else str(a) for a in answers)
 
 
+def _percent(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _gate_text(metrics: dict[str, Any], bars: dict[str, Any]) -> str:
+    """Why a version is not trained on a question, in a few words, from its metrics and bars: the
+    first of the gate's conditions it fails (``machine.gold_gate.trained_criterion`` has the rest)."""
+    n_gold, accuracy = metrics.get("n_gold_test") or 0, metrics.get("accuracy")
+    needed, bar = bars.get("min_gold_subjects"), bars.get("min_gold_accuracy")
+    if needed is not None and n_gold < needed:
+        return f"gate not passed: {n_gold} gold subjects, needs {needed}"
+    if bar is not None and (accuracy is None or accuracy < bar):
+        return f"gate not passed: {_percent(accuracy)} on {n_gold} gold, needs {_percent(bar)}"
+    n_retired, retired_accuracy = metrics.get("n_retired_gold") or 0, metrics.get("retired_gold_accuracy")
+    if needed is not None and n_retired < needed:
+        return f"gate not passed: would retire {n_retired} gold subjects, needs {needed}"
+    retire_bar = bars.get("min_retire_accuracy")
+    if retire_bar is not None and (retired_accuracy is None or retired_accuracy < retire_bar):
+        return (f"gate not passed: {_percent(retired_accuracy, 1)} right on the {n_retired} gold it would retire, "
+                f"needs {_percent(retire_bar)}")
+    return f"gate not passed: {metrics.get('trained_reason') or 'not trained'}"
+
+
+def machine_questions(version: Any) -> list[dict[str, Any]]:
+    """Each question and drawing task of the tree: whether the version serving answers it (its answers
+    count, and may retire the subject), and why, or why not; in the tree's order."""
+    workflow = version.workflow
+    tasks = workflow.tasks or {}
+    first = tasks.get("first_task")
+    scope = (workflow.retirement or {}).get("scope", "workflow")
+    per_question = (version.metrics or {}).get("questions")
+    out = []
+    for key, task in tasks.get("tasks", {}).items():
+        kind = task.get("type")
+        entry: dict[str, Any] = {"task": key, "answers": False}
+        if kind == "drawing":
+            entry["reason"] = "humans only: a drawing task"
+        elif kind == "multiple":
+            entry["reason"] = "humans only: the machine answers single-choice questions"
+        elif scope == "first_question" and key != first:
+            entry["reason"] = "humans only: first-question retirement, the machine answers the first question"
+        elif per_question is None and key != first:
+            entry["reason"] = "humans only: this version answers the first question"
+        else:
+            metrics = version.question_metrics(key)
+            if not metrics:
+                entry["reason"] = "not measured by this version"
+            elif version.trusted_on(key):
+                answers = version.retire_answers_on(key)
+                labels = [a.get("label", str(i)) for i, a in enumerate(task.get("answers", []))]
+                entry |= {"answers": True, "reason": (
+                    f"answers: {_percent(metrics.get('accuracy'))} on {metrics.get('n_gold_test') or 0} gold; "
+                    f"{_percent(metrics.get('retired_gold_accuracy'), 1)} right on the {metrics.get('n_retired_gold') or 0} gold it would retire"
+                    + ("" if answers is None else f"; retires with {', '.join(labels[a] for a in answers if a < len(labels)) or 'no answer'}"))}
+            else:
+                entry["reason"] = _gate_text(metrics, metrics.get("bars") or {})
+        entry["text"] = f"{key}: {entry['reason']}"
+        out.append(entry)
+    order = {key: i for i, key in enumerate(_tree_order(tasks))}
+    return sorted(out, key=lambda e: order.get(e["task"], len(order)))
+
+
+def _tree_order(tasks: dict) -> list[str]:
+    try:
+        from aggregation.workflow import _topological_order  # the engine's order
+
+        return _topological_order(tasks["tasks"], tasks["first_task"])
+    except (KeyError, ValueError):
+        return list(tasks.get("tasks", {}))
+
+
 def model_summary(version: Any) -> dict[str, Any]:
     metrics = version.metrics or {}
     promoted_by = getattr(version, "promoted_by", None)
@@ -73,6 +144,8 @@ def model_summary(version: Any) -> dict[str, Any]:
         # The answers it may retire with (None: any), and their labels for the admin page.
         "retire_answers": version.retire_answers,
         "retire_labels": _retire_labels(version.workflow, version.retire_answers),
+        # Which questions it answers, and why not the others ("T1: gate not passed: 81% on 40 gold, needs 90%").
+        "questions": machine_questions(version),
         "created_at": _iso(version.created_at),
         "promoted_at": _iso(getattr(version, "promoted_at", None)),
         "promoted_by": promoted_by.get_username() if promoted_by is not None else None,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from aggregation import defaults
@@ -204,25 +205,32 @@ MACHINE_RETIRE_KEY = "machine_retire"
 
 
 def _machine_retire(aggregator: WorkflowAggregator, entry: LoggedClassification) -> bool:
-    """Retire an active, non-gold subject on the machine's confident answer to the first question when
-    the subject's posterior (every answer so far, the machine's included) agrees with that answer, and,
-    with whole-workflow retirement, every other required task is already settled: the machine vouches
-    for the question it answered, never for the rest of the tree.
+    """Retire an active, non-gold subject on the machine's confident answers when the subject's
+    posterior (every answer so far, the machine's included) agrees with each of them, and, with
+    whole-workflow retirement, every other required task is already settled: the machine vouches for
+    the questions it answered (machine.prediction asks only where it is sure of each, and answers only
+    the questions it is trusted on), never for the rest of the tree. The rest is weighed with the
+    reach its answers imply (a galaxy it vouches is smooth never reaches the spiral-arms question).
+    Under the first-question rule, its answer to the first question alone.
 
     Decided from the log alone, so a rebuild repeats it exactly."""
-    first = aggregator.first_task
-    estimator = aggregator.estimators.get(first)
-    if not isinstance(estimator, ConsensusEstimator):
+    answers = {a.get("task"): a.get("value") for a in entry.annotations
+               if isinstance(aggregator.estimators.get(a.get("task")), ConsensusEstimator)}
+    whole = aggregator.retirement.scope == "workflow"
+    if not whole:
+        answers = {key: value for key, value in answers.items() if key == aggregator.first_task}
+    if not answers or not all(isinstance(value, int) for value in answers.values()):
         return False
-    answer = next((a["value"] for a in entry.annotations if a.get("task") == first), None)
-    if not isinstance(answer, int):
+    posteriors = {key: np.asarray(aggregator.posterior(entry.subject_id, key), dtype=float) for key in aggregator.estimators}
+    if any(int(posteriors[key].argmax()) != answer for key, answer in answers.items()):
         return False
-    posterior = estimator.predict_proba([entry.subject_id])[0]
-    if int(posterior.argmax()) != answer:
-        return False
-    if aggregator.retirement.scope == "workflow" and any(
-            not risk.settled for risk in aggregator.task_risks(entry.subject_id) if risk.task != first):
-        return False
+    if whole:
+        for key, answer in answers.items():
+            posteriors[key] = np.eye(len(posteriors[key]))[answer]
+        reach = aggregator.reach(entry.subject_id, posteriors)
+        if any(risk.bar is not None and reach[risk.task] * risk.risk >= risk.bar
+               for risk in aggregator.task_risks(entry.subject_id) if risk.task not in answers):
+            return False
     return aggregator.retire(entry.subject_id, MACHINE_REASON)
 
 

@@ -6,7 +6,7 @@
 | ``acquisition`` | ``"bald"`` | how humans' queue is ranked: ``bald`` (MC dropout mutual information, Walmsley et al. 2020), ``entropy`` (of the CNN's prediction), ``disagreement`` (Jensen–Shannon between CNN and crowd posterior) or ``random`` |
 | ``exploration_share`` | ``0.1`` | share of unretired subjects given a random priority instead (exploration) |
 | ``machine_retirement`` | ``True`` | the machine may retire subjects (reason ``"machine"``) once trained |
-| ``machine_threshold`` | ``0.99`` | ... and only where its top probability is at least this |
+| ``machine_threshold`` | ``0.99`` | ... and only where its top probability is at least this (for each question it answers) |
 | ``retirement_versions`` | ``2`` | ... and only where the mean of this version's probabilities and its ancestors' (the versions promoted before it, ``retirement_versions`` in all) reaches the threshold, on the same answer (``1``: this version alone) |
 | ``retrain_every`` | ``50`` | retrain after this many new human retirements |
 | ``min_gold_accuracy`` | ``0.9`` | "trained": accuracy on the held-out gold set at least this ... |
@@ -16,6 +16,8 @@
 | ``min_retire_accuracy`` | ``0.98`` | ... and at least this accurate on the gold subjects its line of versions would have retired so far, by the rule it retires by (``machine_threshold``, ``retirement_versions``) replayed on gold (``machine.gold_gate.replay_on_gold``), at least ``min_gold_subjects`` of them |
 | ``retire_stop_confidence`` | ``0.9`` | once a version is trained, its successors stay trained (the machine keeps retiring) until the line's record on the gold subjects it would have retired shows with this probability (Beta posterior, uniform prior) that it is below ``min_retire_accuracy``: a record of a few hundred gold subjects moves by a point with one or two of them, and the point estimate against the bar stopped a machine for good on such noise (0.5: it stops once the record is more likely below the bar than above, about the point estimate; higher: a trained line is trusted longer, and may retire less accurately meanwhile) |
 | ``retire_record`` | ``"overall"`` | what ``min_retire_accuracy`` and ``retire_stop_confidence`` judge: ``overall``, the record of all the line's retirements together; ``per_answer``, the record of each answer on its own, and the machine retires only with the answers whose record passes (``machine.gold_gate.certified_answers``). Why it exists: one overall record is mostly the common answer's, and can hide a rarer answer retired far less accurately. Why it is not the default: in the one full GZ1 run with it the loop was less accurate than with the overall record (both measured in docs/machine.md, step 7) |
+| ``questions`` | ``{}`` | per question, overrides of ``machine_threshold``, ``min_gold_accuracy``, ``min_retire_accuracy`` and ``label_min_reach``: ``{"T1": {"machine_threshold": 0.95}}``; a question not named, or a setting not named for it, takes the workflow-wide value (``question_settings``). Every question is gated, calibrated and thresholded on its own (docs/machine.md, "The whole tree") |
+| ``label_min_reach`` | ``0.5`` | a human-retired subject teaches a question only where the engine's reach of that question (the product of the answer posteriors along its path, ``aggregation.workflow``) is at least this: a galaxy that is surely smooth says nothing about its spiral arms (the first question is always reached) |
 | ``calibration_folds`` | ``2`` | gold subjects (split by a stable hash of their id) are cut into this many folds: each version's probabilities are calibrated (``ml.calibration``) on the experts' answers to all of them, and measured on each fold with a calibration fitted on the other folds (cross-fitting: every gold subject measures, none with a calibration it helped fit). ``0``: no calibration |
 | ``promotion_tolerance`` | ``2.0`` | a new version of the same standing (both trained or both not) is promoted unless its log loss on gold and validation subjects is worse than the serving one's by more than this many standard errors of the paired difference (``0``: only a strictly lower log loss) |
 | ``min_train`` | ``20`` | no training below this many human-retired subjects (after the validation share) |
@@ -72,10 +74,15 @@ DEFAULTS: dict[str, Any] = {
     "mc_samples": 20,
     "inference_batch": 256,
     "seed": 0,
+    "questions": {},
+    "label_min_reach": 0.5,
 }
 
+# The settings a workflow may set per question (``questions``), each on its own scale.
+QUESTION_SETTINGS = ("machine_threshold", "min_gold_accuracy", "min_retire_accuracy", "label_min_reach")
+
 _FRACTIONS = ("exploration_share", "machine_threshold", "min_gold_accuracy", "stability_tolerance", "validation_share",
-              "min_retire_accuracy", "retire_stop_confidence")
+              "min_retire_accuracy", "retire_stop_confidence", "label_min_reach")
 _POSITIVE_INTS = ("retirement_versions", "retrain_every", "min_gold_subjects", "stable_versions", "min_train", "max_train", "image_size",
                   "batch_size", "mc_samples", "inference_batch")
 _NON_NEGATIVE_INTS = ("pretrain_epochs", "epochs", "warm_epochs", "min_steps", "calibration_folds", "seed")
@@ -109,7 +116,33 @@ def validate_active_learning(config: Any) -> list[str]:
             errors.append(f"{key} must be an integer >= {low}")
     if config.get("calibration_folds") == 1:
         errors.append("calibration_folds must be 0 (no calibration) or at least 2")
+    errors.extend(_question_errors(config.get("questions", {})))
     return errors
+
+
+def _is_fraction(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+
+
+def _question_errors(questions: Any) -> list[str]:
+    if not isinstance(questions, dict):
+        return ["questions must be an object {question key: {setting: value}}"]
+    errors = []
+    for key, overrides in questions.items():
+        if not isinstance(overrides, dict):
+            errors.append(f"questions.{key} must be an object {{setting: value}}")
+            continue
+        errors.extend(f"questions.{key}: unknown setting {name!r} (one of {', '.join(QUESTION_SETTINGS)})"
+                      for name in sorted(set(overrides) - set(QUESTION_SETTINGS)))
+        errors.extend(f"questions.{key}.{name} must be a number between 0 and 1"
+                      for name in QUESTION_SETTINGS if name in overrides and not _is_fraction(overrides[name]))
+    return errors
+
+
+def question_settings(cfg: dict[str, Any], key: str) -> dict[str, Any]:
+    """``cfg`` (``settings_of``'s) with question ``key``'s own ``questions`` overrides in force."""
+    overrides = (cfg.get("questions") or {}).get(key) or {}
+    return cfg | {name: overrides[name] for name in QUESTION_SETTINGS if name in overrides}
 
 
 def settings_of(active_learning: dict | None) -> dict[str, Any]:

@@ -13,6 +13,10 @@ the gold set and the validation subjects.
 - Metrics (``evaluate``): on gold, what the "trained" criterion (``machine.gold_gate``) reads; on
   gold and validation subjects together, the per-subject log losses the promotion rule compares
   (``machine.promotion``).
+- Per question: each question the machine answers is calibrated (its head's own scale and bias) and
+  measured on the gold subjects whose experts answered it, and on the validation subjects labelled
+  on it (``machine.training_data``): a CNN can be sure of smooth galaxies and a coin flip on the
+  winding of spiral arms, and each question must show what it is worth on its own.
 
 What these choices measured: docs/machine.md, steps 4 and 5.
 """
@@ -36,14 +40,17 @@ def gold_fold(subject_id: int, folds: int) -> int:
     return ((subject_id * 2654435761) % 2**32) * folds >> 32
 
 
-def calibrate_on_gold(classifier: Any, gold: training_data.Labelled, cfg: dict) -> np.ndarray:
-    """Calibrate ``classifier`` on the experts' answers to every gold subject and return the gold
-    subjects' out-of-fold probabilities of the first question (``GalaxyClassifier.cross_calibrate``,
-    ``calibration_folds`` folds): what measures it. With ``calibration_folds`` 0, or where a fold's
-    complement has fewer than ``min_gold_subjects`` gold subjects (small projects), no calibration:
-    the plain predictions, all of them measuring."""
+def calibrate_on_gold(classifier: Any, gold: training_data.Labelled, cfg: dict, key: str | None = None) -> np.ndarray:
+    """Calibrate head ``key`` of ``classifier`` (default: its first) on the experts' answers to every
+    gold subject of that question and return their out-of-fold probabilities
+    (``GalaxyClassifier.cross_calibrate``, ``calibration_folds`` folds): what measures it. With
+    ``calibration_folds`` 0, or where a fold's complement has fewer than ``min_gold_subjects`` gold
+    subjects (small projects, a question few gold subjects reach), no calibration of that head: the
+    plain predictions, all of them measuring."""
     ids, y = gold
-    key = classifier.heads[0][0]
+    key = classifier.heads[0][0] if key is None else key
+    if not ids:
+        return np.empty((0, dict(classifier.heads)[key]))
     images = training_data.load_images(ids, classifier.config.image_size)
     k = cfg["calibration_folds"]
     if k >= 2 and ids:
@@ -57,6 +64,7 @@ def evaluate(
     classifier: Any, workflow: Workflow, cfg: dict, gold: training_data.Labelled | None = None,
     validation: training_data.Labelled | None = None, *, gold_probs: np.ndarray | None = None,
     line: Sequence[tuple[Mapping[str, Sequence[float]], bool]] = (), on_batch: Callable[[], None] | None = None,
+    key: str | None = None, validation_probs: np.ndarray | None = None,
 ) -> dict:
     """Gold-set metrics: accuracy, balanced accuracy, ECE, confusion (rows true, columns predicted),
     how many gold subjects this version alone is sure of (top probability >= threshold) and how
@@ -67,22 +75,19 @@ def evaluate(
     and on gold and validation together (``comparison_accuracy``, the promotion rule's).
     ``gold_probs``: the gold predictions to measure (``calibrate_on_gold``'s); predicted if absent.
     ``line``: the versions promoted before this one, oldest first: ``(gold_predictions, trained)``.
-    ``on_batch``: called after each ``inference_batch`` of validation subjects (a run's heartbeat)."""
+    ``on_batch``: called after each ``inference_batch`` of validation subjects (a run's heartbeat).
+    ``key``: the question measured (default: the machine's first); ``gold``, ``validation`` and
+    ``line`` are then that question's. ``validation_probs``: the validation subjects' predictions of
+    it, if already made (``predict_in_batches``)."""
     from ml import metrics
 
-    key, _ = agents.first_question(workflow)
-    ids, y = gold if gold is not None else training_data.gold_set(workflow)
+    if key is None:
+        key = agents.machine_heads(workflow)[0][0]
+    ids, y = gold if gold is not None else training_data.gold_sets(workflow)[key]
     out: dict[str, Any] = {}
     if validation is not None and validation[0]:
-        # In batches: the validation subjects are a share of all the human-retired ones, without
-        # bound, and a training run must keep beating while they are predicted.
-        parts = []
-        for start in range(0, len(validation[0]), cfg["inference_batch"]):
-            batch = training_data.load_images(validation[0][start : start + cfg["inference_batch"]], classifier.config.image_size)
-            parts.append(classifier.predict_proba(batch, tta=cfg["tta"])[key])
-            if on_batch is not None:
-                on_batch()
-        v_probs = np.concatenate(parts)
+        v_probs = validation_probs if validation_probs is not None else predict_in_batches(
+            classifier, validation[0], cfg, on_batch)[key]
         right = int((v_probs.argmax(axis=1) == validation[1]).sum())
         out = {"validation_accuracy": right / len(validation[0]), "n_validation": len(validation[0])}
     if not ids:
@@ -117,3 +122,18 @@ def evaluate(
         # The same record split by the answer retired with: [retired, right] per answer.
         "retired_gold_by_answer": [[int((answers == k).sum()), int(((answers == k) & (y == k)).sum())] for k in range(probs.shape[1])],
     }
+
+
+def predict_in_batches(classifier: Any, subject_ids: Sequence[int], cfg: dict,
+                       on_batch: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Every head's probabilities for these subjects, ``inference_batch`` at a time: the validation
+    subjects are a share of all the human-retired ones, without bound, and a training run must keep
+    beating (``on_batch``, after each batch) while they are predicted."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key, _ in classifier.heads}
+    for start in range(0, len(subject_ids), cfg["inference_batch"]):
+        batch = training_data.load_images(subject_ids[start : start + cfg["inference_batch"]], classifier.config.image_size)
+        for key, probs in classifier.predict_proba(batch, tta=cfg["tta"]).items():
+            parts[key].append(probs)
+        if on_batch is not None:
+            on_batch()
+    return {key: np.concatenate(p) if p else np.empty((0, k)) for (key, k), p in zip(classifier.heads, parts.values(), strict=True)}

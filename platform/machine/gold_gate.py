@@ -23,6 +23,12 @@
   The overall record is mostly the common answer's, and can hide a rarer answer retired far less
   accurately.
 
+- Per question: a version is judged question by question (``trained_criterion(version, cfg,
+  key)``), each on the gold subjects of that question, with that question's thresholds
+  (``machine.config.question_settings``) and that question's standing in its ancestors; its answers
+  to a question count, and may retire, only once it is trained on that question
+  (``trusted_questions``). A version is "trained" if it is on any question.
+
 What each of these measured, and why "per_answer" is not the default: docs/machine.md, steps 7
 and 11.
 """
@@ -90,15 +96,22 @@ def replay_line(ids: Sequence[int], line: Sequence[tuple[Mapping[str, Sequence[f
     return answers
 
 
-def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
-    """GZX's "trained": good enough on gold, and stable across the last versions."""
-    n_gold = version.metrics.get("n_gold_test") or 0
+def trusted_questions(version: ModelVersion, heads: Sequence[tuple[str, int]]) -> list[str]:
+    """The questions of ``heads`` whose answers by ``version`` count: those it is trained on."""
+    return [key for key, _ in heads if version.trusted_on(key)]
+
+
+def trained_criterion(version: ModelVersion, cfg: dict, key: str | None = None) -> tuple[bool, str]:
+    """GZX's "trained": good enough on gold, and stable across the last versions; on question ``key``
+    (its metrics, its ancestors' on it; ``None``: the top-level metrics, the first question's)."""
+    metrics = version.question_metrics(key)
+    n_gold = metrics.get("n_gold_test") or 0
     if n_gold < cfg["min_gold_subjects"]:
         return False, f"{n_gold} gold subjects, {cfg['min_gold_subjects']} needed"
     chain = [version, *ancestors(version, cfg["stable_versions"] - 1)]
     if len(chain) < cfg["stable_versions"]:
         return False, f"{len(chain)} version(s) so far, {cfg['stable_versions']} needed for stability"
-    accuracies = [v.metrics.get("accuracy") for v in chain]
+    accuracies = [v.question_metrics(key).get("accuracy") for v in chain]
     if any(a is None or a < cfg["min_gold_accuracy"] for a in accuracies):
         return False, f"gold accuracies {accuracies} not all >= {cfg['min_gold_accuracy']}"
     # Stable = no version fell more than the tolerance below an older one of the chain. A rise is not
@@ -112,12 +125,12 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
     # by the rule it retires by, on every gold subject (out of fold), over everything its line would
     # have retired so far (``replay_on_gold``): each version checked alone, above the threshold, on
     # half the gold let through versions whose retirements were wrong far more often than the bar.
-    per_answer = certified_answers(version, cfg)
+    per_answer = certified_answers(version, cfg, key)
     if per_answer is not None:
         answers, records = per_answer
         summary = f"gold accuracies {accuracies} >= {cfg['min_gold_accuracy']} and stable; " if answers else ""
         return bool(answers), summary + "; ".join(records)
-    n_retired, accuracy = version.metrics.get("n_retired_gold") or 0, version.metrics.get("retired_gold_accuracy")
+    n_retired, accuracy = metrics.get("n_retired_gold") or 0, metrics.get("retired_gold_accuracy")
     if n_retired < cfg["min_gold_subjects"]:
         return False, (f"{n_retired} gold subjects its line would have retired ({cfg['retirement_versions']} version(s)' mean >= "
                        f"{cfg['machine_threshold']}), {cfg['min_gold_subjects']} needed")
@@ -125,7 +138,7 @@ def trained_criterion(version: ModelVersion, cfg: dict) -> tuple[bool, str]:
         return False, f"no accuracy on the {n_retired} gold subjects its line would have retired"
     right = round(accuracy * n_retired)
     record = f"{right} of the {n_retired} gold subjects its line would have retired right ({accuracy:.3f})"
-    retiring = version.parent is not None and version.parent.is_trained
+    retiring = version.parent is not None and version.parent.trusted_on(key)
     trained, test = record_passes(right, n_retired, retiring, cfg)
     if retiring:
         test += " (the line was trained)"
@@ -149,7 +162,7 @@ def record_passes(right: int, n: int, retiring: bool, cfg: dict) -> tuple[bool, 
     return passed, f"{'>=' if passed else '<'} {bar}"
 
 
-def certified_answers(version: ModelVersion, cfg: dict) -> tuple[list[int], list[str]] | None:
+def certified_answers(version: ModelVersion, cfg: dict, key: str | None = None) -> tuple[list[int], list[str]] | None:
     """The answers the machine may retire with, and each answer's record; ``None`` where records per
     answer do not apply (``retire_record`` "overall", or a version measured without them).
 
@@ -160,10 +173,13 @@ def certified_answers(version: ModelVersion, cfg: dict) -> tuple[list[int], list
     Why per answer: the overall record is mostly the common answer's, and the CNN's minority answer
     near the threshold can be wrong far more often than its calibrated probability says, on too few
     gold subjects of that answer to show it to the calibration (docs/machine.md, step 7)."""
-    by_answer = version.metrics.get("retired_gold_by_answer")
+    by_answer = version.question_metrics(key).get("retired_gold_by_answer")
     if cfg["retire_record"] != "per_answer" or by_answer is None:
         return None
-    parent_answers = version.parent.retire_answers if version.parent is not None and version.parent.is_trained else []
+    parent = version.parent
+    parent_answers: list[int] | None = []
+    if parent is not None and parent.trusted_on(key):
+        parent_answers = parent.retire_answers if key is None else parent.retire_answers_on(key)
     answers, records = [], []
     for answer, (n, right) in enumerate(by_answer):
         record = f"answer {answer}: {right} of {n} right"

@@ -56,12 +56,18 @@ class ModelVersion(models.Model):
     reason = models.CharField(max_length=64, blank=True, help_text="What asked for it: retirements, manual, ...")
     metrics = models.JSONField(
         default=dict, blank=True,
-        help_text="On the held-out gold set: accuracy, ece, confusion, n_train, n_gold_test, trained, ...",
+        help_text="On the held-out gold set: accuracy, ece, confusion, n_train, n_gold_test, trained, ... (its first question's), "
+                  "and questions: {question key: the same for that question, with its own trained}",
     )
     gold_predictions = models.JSONField(
         default=dict, blank=True,
-        help_text="{gold subject id: first-question probabilities}, out of fold (machine.evaluation.calibrate_on_gold): "
+        help_text="{gold subject id: probabilities} of its first question, out of fold (machine.evaluation.calibrate_on_gold): "
                   "its successors' retirement rule averages them with theirs.",
+    )
+    gold_predictions_by_question = models.JSONField(
+        default=dict, blank=True,
+        help_text="{question key: {gold subject id: probabilities}} of every question it answers, out of fold "
+                  "(empty for versions from before the machine answered several questions: gold_predictions is their first question's).",
     )
     model = models.BinaryField(null=True, blank=True, help_text="ml.GalaxyClassifier.to_bytes()")
     retired_seen = models.PositiveIntegerField(default=0, help_text="Human-retired subjects when training started.")
@@ -85,8 +91,31 @@ class ModelVersion(models.Model):
 
     @property
     def is_trained(self) -> bool:
-        """Whether this version met the "trained" criterion (see ``machine.gold_gate``)."""
+        """Whether this version met the "trained" criterion (see ``machine.gold_gate``) on any question."""
         return bool(self.metrics.get("trained"))
+
+    def question_metrics(self, key: str | None) -> dict:
+        """Its metrics for question ``key`` (``None``: the top level, its first question's). A version
+        measured before the machine answered several questions holds its first question's at the top
+        level and nothing for any other."""
+        metrics = self.metrics or {}
+        if key is None:
+            return metrics
+        questions = metrics.get("questions")
+        if questions is not None:
+            return questions.get(key) or {}
+        return metrics if self.workflow_id is not None and key == self.workflow.tasks["first_task"] else {}
+
+    def trusted_on(self, key: str | None) -> bool:
+        """Whether it met the "trained" criterion on question ``key``: its answers to it count."""
+        return bool(self.question_metrics(key).get("trained"))
+
+    def retire_answers_on(self, key: str) -> list[int] | None:
+        """``retire_answers`` for question ``key``."""
+        if not self.trusted_on(key):
+            return []
+        answers = self.question_metrics(key).get("retire_answers")
+        return None if answers is None else [int(a) for a in answers]
 
     @property
     def retire_answers(self) -> list[int] | None:

@@ -80,7 +80,7 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
 
     workflow = Workflow.objects.get(pk=workflow_id)
     cfg = machine_settings(workflow)
-    key, k = agents.first_question(workflow)
+    heads = agents.machine_heads(workflow)
     agent = agents.machine_agent(workflow)
     ids = pretraining_subjects(workflow)
     if len(ids) > cfg["max_train"]:
@@ -98,7 +98,9 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     agent.pretraining = record | {"state": "running"}
     agent.save(update_fields=["pretraining"])
     beat = heartbeat.every_heartbeat_seconds(lambda: heartbeat.keep_training_key(workflow_id))
-    classifier = GalaxyClassifier([(key, k)], image_size=cfg["image_size"], seed=cfg["seed"])
+    # With mirror swaps the contrastive views of an image are mirrored alike (ml.pretrain): the trunk
+    # keeps what tells a clockwise spiral from an anticlockwise one.
+    classifier = GalaxyClassifier(heads, image_size=cfg["image_size"], seed=cfg["seed"], mirror_swaps=agents.mirror_swaps(workflow, heads))
     try:
         images = training_data.load_images(ids, cfg["image_size"])
         beat()
@@ -117,15 +119,15 @@ def pretrain_machine(workflow_id: int) -> MachineAgent:
     return agent
 
 
-def pretrained_classifier(workflow: Workflow, cfg: dict, head: tuple[str, int]) -> Any:
-    """A copy of the machine's pretrained trunk (random heads) if it fits the workflow's question and
-    image size now, else None."""
+def pretrained_classifier(workflow: Workflow, cfg: dict, heads: agents.Heads) -> Any:
+    """A copy of the machine's pretrained trunk (random heads) if it fits the workflow's questions,
+    their mirror swaps and the image size now, else None."""
     from ml import GalaxyClassifier
 
     blob = MachineAgent.objects.filter(workflow=workflow).values_list("pretrained_model", flat=True).first()
     if not blob:
         return None
     classifier = GalaxyClassifier.from_bytes(bytes(blob))
-    if classifier.heads != (head,) or classifier.config.image_size != cfg["image_size"]:
+    if not agents.fits(classifier, heads, agents.mirror_swaps(workflow, heads)) or classifier.config.image_size != cfg["image_size"]:
         return None
     return classifier

@@ -1,7 +1,17 @@
 """Active learning: the machine's acquisition scores, and the humans' queue ranked by them.
 
+A subject's acquisition score is, over the tree (``tree_scores``), the sum over the questions the
+machine answers that are required and not settled yet of the question's reach times its head's
+score (``bald``, ``entropy``, ``disagreement``; ``random`` is one draw per subject): what one more
+human classification would teach the CNN about the questions that still hold the subject back, each
+weighed by how likely a volunteer is to reach it (a spiral-arms head the CNN is unsure of matters
+little on a galaxy that is surely smooth). The reach and whether a question is settled are the
+engine's (the subject's stored ``"@risk"``); for a subject nobody has classified, every required
+question is unsettled and the reach is the CNN's own (the product of its answer probabilities along
+the path). Under the first-question rule it is the first question's score alone.
+
 Each unretired, non-gold subject's queue priority takes its rank by acquisition score, scaled into
-(0, 1), as the machine's term (``bald``, ``entropy``, ``disagreement`` or ``random``); a random
+(0, 1), as the machine's term; a random
 ``exploration_share`` of them get a uniform random priority instead, so every stretch of the queue
 holds about that share of random subjects. The priority adds that term to the subject's value for
 humans (docs/queue.md): the subject the CNN most wants labelled weighs as much as one bit of the
@@ -12,16 +22,20 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from django.db import OperationalError, connection
 
+from live.engine import RISK_KEY
 from projects.models import SubjectWorkflowState, Workflow
 
 
 def acquisition_scores(
     method: str, probs: np.ndarray, mc_samples: np.ndarray | None, human: np.ndarray | None, rng: np.random.Generator
 ) -> np.ndarray:
+    """One head's scores ``(N,)``."""
     from ml import acquisition
 
     if method == "bald":
@@ -31,6 +45,41 @@ def acquisition_scores(
     if method == "disagreement":
         return acquisition.disagreement(probs, human)
     return rng.random(probs.shape[0])
+
+
+def tree_scores(
+    method: str, probs: Mapping[str, np.ndarray], mc_samples: Mapping[str, np.ndarray] | None, human: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray], rng: np.random.Generator,
+) -> np.ndarray:
+    """Scores ``(N,)`` over the tree: ``sum_q weights[q] * score_q`` over the heads (``weights[q]``:
+    ``(N,)``, the question's reach where it is required and unsettled, else 0; see the module)."""
+    first = next(iter(probs))
+    if method == "random":
+        return rng.random(probs[first].shape[0])
+    total = np.zeros(probs[first].shape[0])
+    for key in probs:
+        if np.any(weights[key]):
+            total += weights[key] * acquisition_scores(method, probs[key], None if mc_samples is None else mc_samples[key], human[key], rng)
+    return total
+
+
+def question_weights(posterior: Mapping[str, Any] | None, machine_reach: Mapping[str, float], heads: Sequence[tuple[str, int]],
+                     required: Sequence[str] | None) -> dict[str, float]:
+    """One subject's weight of each head in ``tree_scores``: the engine's reach of the question where
+    it is required and unsettled (the subject's stored ``"@risk"``), else 0; ``required`` None: the
+    first-question rule (the first head, weight 1). A subject with no stored risk of a question (nobody
+    classified it) has it unsettled if required, at the CNN's reach (``machine_reach``)."""
+    if required is None:
+        return {key: float(i == 0) for i, (key, _) in enumerate(heads)}
+    risks = (posterior or {}).get(RISK_KEY) or {}
+    out = {}
+    for key, _ in heads:
+        risk = risks.get(key)
+        if risk is None:
+            out[key] = float(machine_reach.get(key, 1.0)) if key in required else 0.0
+        else:
+            out[key] = 0.0 if risk.get("settled", True) else float(risk.get("reach", 1.0))
+    return out
 
 
 def update_priorities(workflow: Workflow, scores: dict[int, float], exploration_share: float, seed: int = 0) -> set[int]:

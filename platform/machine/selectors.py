@@ -38,11 +38,24 @@ def ancestor_versions(version: ModelVersion, n: int) -> list[int]:
     return [a.version for a in ancestors(version, n)]
 
 
-def gold_line(version: ModelVersion) -> list[tuple[dict, bool]]:
+def gold_line(version: ModelVersion, key: str | None = None) -> list[tuple[dict, bool]]:
     """``(gold_predictions, trained)`` of every version promoted before ``version`` in its line,
-    oldest first (one query, without the weights)."""
-    rows = {pk: (parent, predictions, bool(trained)) for pk, parent, predictions, trained in ModelVersion.objects.filter(
-        workflow_id=version.workflow_id).values_list("pk", "parent_id", "gold_predictions", "metrics__trained")}
+    oldest first (one query, without the weights): for question ``key``, or with ``None`` its first
+    question's predictions and its standing overall. A version from before the machine answered
+    several questions has its first question's predictions only, and none for the others."""
+    legacy_key = None
+    if key is not None:
+        legacy_key = Workflow.objects.filter(pk=version.workflow_id).values_list("tasks__first_task", flat=True).first()
+    rows = {}
+    for pk, parent, predictions, by_question, metrics in ModelVersion.objects.filter(workflow_id=version.workflow_id).values_list(
+            "pk", "parent_id", "gold_predictions", "gold_predictions_by_question", "metrics"):
+        if key is None:
+            rows[pk] = (parent, predictions, bool(metrics.get("trained")))
+        elif metrics.get("questions") is not None:
+            rows[pk] = (parent, (by_question or {}).get(key, {}), bool((metrics["questions"].get(key) or {}).get("trained")))
+        else:
+            legacy = key == legacy_key
+            rows[pk] = (parent, predictions if legacy else {}, legacy and bool(metrics.get("trained")))
     line, parent = [], version.parent_id
     while parent is not None and parent in rows and len(line) < len(rows):
         parent, predictions, trained = rows[parent]

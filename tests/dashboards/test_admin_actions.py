@@ -307,6 +307,21 @@ def test_models_retrain_promote_and_roll_back(owner_client, owned_workflow, user
     assert current_model(workflow).pk == second.pk
     stats = owner_client.get(f"/dashboards/workflows/{workflow.pk}/statistics/").json()
     assert stats["model"]["version"] == 2 and stats["model"]["accuracy"] == 0.934
+    # Which questions the machine answers, and why not the others (a version of before: the first question).
+    said = {q["task"]: q for q in stats["model"]["questions"]}
+    assert [q["task"] for q in stats["model"]["questions"]] == ["T0", "T1", "T2"]
+    assert said["T0"]["answers"] and said["T0"]["text"].startswith("T0: answers: 93% on")
+    assert said["T1"]["text"] == "T1: humans only: this version answers the first question"
+    assert said["T2"]["text"] == "T2: humans only: a drawing task" and not said["T2"]["answers"]
+    from dashboards.selectors import model_summary
+
+    per_question = _version(workflow, 5, trained=True, questions={
+        "T0": {"trained": True, "accuracy": 0.97, "n_gold_test": 120, "n_retired_gold": 60, "retired_gold_accuracy": 0.985},
+        "T1": {"trained": False, "accuracy": 0.81, "n_gold_test": 40, "bars": {"min_gold_accuracy": 0.9, "min_gold_subjects": 20}}})
+    said = {q["task"]: q["text"] for q in model_summary(per_question)["questions"]}
+    assert said["T0"] == "T0: answers: 97% on 120 gold; 98.5% right on the 60 gold it would retire"
+    assert said["T1"] == "T1: gate not passed: 81% on 40 gold, needs 90%"
+    per_question.delete()
 
     assert _post(owner_client, workflow, "roll-back").status_code == 302
     assert current_model(workflow).pk == first.pk

@@ -1,5 +1,7 @@
-"""Fixtures for the machine: a binary smooth/featured workflow over the demo's real GZ1 images,
-simulated human votes applied by the live loop, and real Celery workers for the end-to-end test."""
+"""Fixtures for the machine: a binary smooth/featured workflow over the demo's real GZ1 images, and
+a two-question tree over the same images (T0 smooth / featured, T1 edge-on / clockwise /
+anticlockwise for the featured ones, retired by the whole workflow); simulated human votes applied
+by the live loop, and real Celery workers for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -24,6 +26,26 @@ BINARY_TASKS = {
     },
 }
 
+# T1's answers as GZ1's classes give them (1 clockwise, 2 anticlockwise, 3 edge-on); the others have none.
+T1_OF_CLASS = {"1": 1, "2": 2, "3": 0}
+TREE_TASKS = {
+    "first_task": "T0",
+    "tasks": {
+        "T0": {
+            "type": "single",
+            "question": "Is the galaxy smooth, or does it have features or a disk?",
+            "answers": [{"label": "Smooth", "next": None}, {"label": "Features or disk", "next": "T1"}],
+        },
+        "T1": {
+            "type": "single",
+            "question": "Is the disk edge-on, or do its arms wind clockwise or anticlockwise?",
+            "answers": [{"label": "Edge-on", "next": None}, {"label": "Clockwise", "next": None},
+                        {"label": "Anticlockwise", "next": None}],
+            "mirror_swaps": [[1, 2]],
+        },
+    },
+}
+
 # Tiny and fast: 32 px, one epoch, a handful of subjects is enough to train and to be "trained"; no
 # pretraining unless a test asks for it (tests of pretraining and the whole loop do).
 TINY_MACHINE = {
@@ -37,6 +59,68 @@ def demo_galaxies() -> list[tuple[str, int]]:
     with open(DEMO / "manifest.csv", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["#gz1_class"] in {"0", "1", "2", "3"}]
     return [(r["image"], 0 if r["#gz1_class"] == "0" else 1) for r in rows]
+
+
+def demo_tree_galaxies() -> list[tuple[str, int, int | None]]:
+    """(image file, T0 truth, T1 truth or None) for the 40 demo galaxies of GZ1 classes 0-3."""
+    with open(DEMO / "manifest.csv", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["#gz1_class"] in {"0", "1", "2", "3"}]
+    return [(r["image"], 0 if r["#gz1_class"] == "0" else 1, T1_OF_CLASS.get(r["#gz1_class"])) for r in rows]
+
+
+@pytest.fixture
+def machine_tree_workflow(db, clean_redis) -> Callable[..., object]:
+    """The two-question tree over the 40 demo galaxies, retired by the whole workflow, every third one
+    gold (T1's gold only for the disks)."""
+    from django.core.files import File
+
+    from projects.models import Project, Subject, SubjectSet
+    from projects.services import add_subject_image, create_workflow, link_subject_set
+
+    def build(active_learning: dict | None = None, retirement: dict | None = None):
+        project = Project.objects.create(slug=f"machine-tree-{random.randrange(10**9)}", title="Machine tree test")
+        workflow = create_workflow(project, "Smooth, featured, winding", TREE_TASKS,
+                                   retirement={"scope": "workflow", "budget": 10} | (retirement or {}),
+                                   active_learning=TINY_MACHINE | (active_learning or {}))
+        subject_set = SubjectSet.objects.create(project=project, name="demo")
+        for i, (image, t0, t1) in enumerate(demo_tree_galaxies()):
+            gold = ({"T0": t0} | ({} if t1 is None else {"T1": t1})) if i % 3 == 0 else None
+            subject = Subject.objects.create(subject_set=subject_set, external_id=image, metadata={"#label": t0, "#t1": t1}, gold=gold)
+            with open(DEMO / "images" / image, "rb") as handle:
+                add_subject_image(subject, 0, image, File(handle))
+        link_subject_set(workflow, subject_set)
+        return workflow
+
+    return build
+
+
+def vote_tree(workflow, n_volunteers: int = 6, skill: float = 0.9, seed: int = 0, subject_ids: list[int] | None = None) -> int:
+    """Simulated volunteers answer every (or the given) non-gold subject through the platform, down the
+    tree: T1 after "features or disk" (its truth for a disk, a random answer for a smooth galaxy)."""
+    from classifications.models import Volunteer
+    from classifications.services import submit_classification
+    from projects.models import SubjectWorkflowState
+
+    rng = random.Random(seed)
+    states = SubjectWorkflowState.objects.filter(workflow=workflow, is_gold=False).select_related("subject")
+    if subject_ids is not None:
+        states = states.filter(subject_id__in=subject_ids)
+    n = 0
+    for _ in range(n_volunteers):
+        volunteer = Volunteer.objects.create()
+        for state in states:
+            t0, t1 = truth_of(state.subject), state.subject.metadata.get("#t1")
+            a0 = t0 if rng.random() < skill else 1 - t0
+            annotations = [{"task": "T0", "value": a0}]
+            if a0 == 1:
+                a1 = t1 if t1 is not None and rng.random() < skill else rng.randrange(3)
+                annotations.append({"task": "T1", "value": a1})
+            submit_classification(volunteer, {
+                "workflow": workflow.pk, "subject": state.subject_id, "annotations": annotations,
+                "idempotency_key": f"vote-{volunteer.pk}-{state.subject_id}",
+            })
+            n += 1
+    return n
 
 
 @pytest.fixture

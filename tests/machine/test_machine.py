@@ -583,10 +583,10 @@ def test_the_trunk_is_pretrained_once_on_unlabelled_non_gold_images_and_the_firs
     version = training.train_model_version(workflow.pk)
     assert version.metrics["from_pretrained"] and not version.metrics["warm_start"]
     cfg = machine_settings(workflow)
-    pretrained = pretraining.pretrained_classifier(workflow, cfg, agents.first_question(workflow))
+    pretrained = pretraining.pretrained_classifier(workflow, cfg, agents.machine_heads(workflow))
     assert pretrained is not None and pretrained.history[-1]["pretraining"]
     # A pretrained trunk of another image size is not used: the first version would start from random weights.
-    assert pretraining.pretrained_classifier(workflow, cfg | {"image_size": 64}, agents.first_question(workflow)) is None
+    assert pretraining.pretrained_classifier(workflow, cfg | {"image_size": 64}, agents.machine_heads(workflow)) is None
     assert training.check_retraining() == []  # nothing due: no new retirement, pretrained already
 
 
