@@ -189,3 +189,22 @@ def start_worker(transactional_db, clean_redis) -> Iterator[Callable[..., subpro
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the embedded PostgreSQL and Redis the suite started (var/test/), after every fixture's
+    teardown; external servers (DATABASE_URL / REDIS_URL) are never touched.
+    ``CHORUS_KEEP_TEST_SERVERS=1`` keeps them up, for several pytest runs at once in one checkout."""
+    if os.environ.get("CHORUS_KEEP_TEST_SERVERS") == "1":
+        return
+    from django.conf import settings
+
+    if not settings.configured:
+        return
+    from chorus import embedded
+
+    data_dir = Path(settings.DATA_DIR)
+    if not os.environ.get("REDIS_URL"):
+        embedded.stop_redis(data_dir)
+    if not os.environ.get("DATABASE_URL"):
+        embedded.stop_postgres(data_dir)
