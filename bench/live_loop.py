@@ -9,9 +9,15 @@ script waits until the worker has applied everything and reads from PostgreSQL:
 - classifications left unapplied after the run (must be 0).
 The same run also measures, in the same process, the baseline: GET /healthz at the same rate.
 
-Usage: .venv/bin/python bench/live_loop.py [--rate 300] [--seconds 30] [--connections 16]
-       [--subjects 20000] [--volunteers 2000]
-Writes bench/results/live_loop.json. Embedded servers in var/bench/ (or DATABASE_URL / REDIS_URL).
+With ``--kill-worker-at S`` the worker is SIGKILLed S seconds into the load and started again at once;
+the run then also reports votes lost (acknowledged with a 2xx but not stored) and counted twice (a
+replay of the whole log from PostgreSQL, ``rebuild_hot_state``, disagrees with a stored posterior or
+retirement: a classification applied twice, or not at all, would move it).
+``--json`` prints ``{"sustained_per_s", "submit_p99_ms", "lag_p99_s", "unapplied", ...}`` last.
+
+Usage: .venv/bin/python bench/live_loop.py [--rate 300] [--batch 1] [--seconds 30] [--connections 16]
+       [--subjects 20000] [--volunteers 2000] [--kill-worker-at S] [--json]
+Writes bench/results/live_loop.json (or --output). Embedded servers in var/bench/ (or DATABASE_URL / REDIS_URL).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import json
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +80,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--port", type=int, default=8932)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "live_loop.json")
+    parser.add_argument("--kill-worker-at", type=float, default=None,
+                        help="SIGKILL the worker this many seconds into the load and start it again")
+    parser.add_argument("--json", action="store_true", help="print the summary line last, as the issue asks")
     args = parser.parse_args()
 
     workflow_id, tokens, subject_ids = populate(args.subjects, args.volunteers, 0, slug_prefix="live")
@@ -105,20 +116,41 @@ def main() -> None:
     def healthz(i: int, n: int):
         return "GET", "/healthz", {}, None
 
+    workers = [worker]
+    kills: list[dict] = []
+
+    def kill_and_restart() -> None:
+        killed = workers[-1]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        began = time.monotonic()
+        workers.append(start_worker())
+        kills.append({"killed_pid": killed.pid, "restart_seconds": round(time.monotonic() - began, 1)})
+
     try:
         baseline = asyncio.run(run_load("baseline healthz", "127.0.0.1", args.port, healthz, args.connections, 10, rate=args.rate / args.batch))
         print(json.dumps(baseline.summary()), flush=True)
+        killer = threading.Timer(args.kill_worker_at, kill_and_restart) if args.kill_worker_at is not None else None
+        if killer is not None:
+            killer.start()
         load = asyncio.run(run_load("submit", "127.0.0.1", args.port, submit, args.connections, args.seconds, rate=args.rate / args.batch))
         print(json.dumps(load.summary()), flush=True)
+        if killer is not None:
+            killer.join()
         ours = Classification.objects.filter(idempotency_key__startswith=f"live{run_id}-")
         deadline = time.monotonic() + 180
         while ours.filter(applied_seq__isnull=True).exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         rows = list(ours.values_list("created_at", "applied_at"))
+        rebuild = None
+        if args.kill_worker_at is not None:
+            from live.services import rebuild_hot_state
+
+            rebuild = rebuild_hot_state(workflow_id)
     finally:
-        for process in (server, worker):
+        for process in (server, *workers):
             process.terminate()
-        for process in (server, worker):
+        for process in (server, *workers):
             process.wait(timeout=30)
     lags = [(applied - created).total_seconds() for created, applied in rows if applied is not None]
     unapplied = sum(1 for _, applied in rows if applied is None)
@@ -136,10 +168,26 @@ def main() -> None:
         "unapplied_after_run": unapplied,
         "submit_p99_vs_baseline_p99": round(load.percentile(99) / baseline.percentile(99), 2),
     }
+    acknowledged = sum(count for status, count in load.statuses.items() if 200 <= status < 300) * args.batch
+    report["acknowledged"] = acknowledged
+    # Every request carries fresh keys, so a stored row is an acknowledged one or one whose answer was lost.
+    report["lost"] = max(0, acknowledged - len(rows))
+    report["http_5xx"] = sum(count for status, count in load.statuses.items() if status >= 500)
+    if rebuild is not None:
+        report["worker_kills"] = kills
+        report["rebuild"] = {"applied": rebuild.applied, "subjects": rebuild.subjects,
+                             "max_posterior_difference": rebuild.max_posterior_difference,
+                             "retirement_mismatches": len(rebuild.retirement_mismatches)}
+        report["double_counted"] = int(rebuild.max_posterior_difference > 1e-9) + len(rebuild.retirement_mismatches)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("sustained_per_second", "lag_seconds", "unapplied_after_run")}))
     print(f"written {args.output}")
+    line = {"sustained_per_s": report["sustained_per_second"], "submit_p99_ms": report["submit"]["p99_ms"],
+            "lag_p99_s": report["lag_seconds"]["p99"], "unapplied": unapplied,
+            "submit_p99_vs_healthz_p99": report["submit_p99_vs_baseline_p99"], "lost": report["lost"]}
+    if "double_counted" in report:
+        line["double_counted"] = report["double_counted"]
+    print(json.dumps(line if args.json else {k: report[k] for k in ("sustained_per_second", "lag_seconds", "unapplied_after_run")}))
 
 
 if __name__ == "__main__":
