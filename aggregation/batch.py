@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .core import confusion_from_counts, normalise_log
+from .core import confusion_from_counts, established, normalise_log, trust
 from .retirement import (
     FirstKAgree,
     MaxClassifications,
@@ -30,6 +30,7 @@ class EMResult:
     class_prior: np.ndarray  # (K,)
     n_iter: int
     converged: bool
+    established: np.ndarray | None = None  # (S,) its counted answers' weight in the retirement guard
 
 
 def _incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -58,6 +59,7 @@ def dawid_skene_em(
     tol: float = 1e-6,
     leave_one_out: bool = False,
     subject_weights: np.ndarray | None = None,
+    half_trust: float = 0.0,
 ) -> EMResult:
     """Maximum-a-posteriori Dawid–Skene by EM, with Dirichlet priors on every confusion row.
 
@@ -78,6 +80,12 @@ def dawid_skene_em(
     makes posteriors overconfident where agents have few answers or skills rest on few
     subjects; a retirement decision needs the honest posterior. One per-answer pass
     instead of a sparse product per iteration.
+
+    ``half_trust``: each answer is weighed as its agent is trusted (``core.trust`` of the agent's
+    evidence, its soft counts; with ``leave_one_out``, less this subject's own), so an agent whose
+    only answer is on this subject moves nothing. ``EMResult.established`` sums, per subject, its
+    counted answers' ``core.established`` weights from the same evidence (what the retirement guard
+    reads).
     """
     k = n_classes
     pair = workers.astype(np.int64) * k + answers
@@ -102,32 +110,52 @@ def dawid_skene_em(
         e_sum = _incidence(e_subjects, np.arange(e_subjects.shape[0]),
                            (n_subjects, e_subjects.shape[0]))
 
-    def e_step(counts: np.ndarray, log_prior: np.ndarray,
-               weights: np.ndarray | None = None) -> np.ndarray:
+    def e_step(counts: np.ndarray, log_prior: np.ndarray, weights: np.ndarray | None = None,
+               trust_scale: float = half_trust) -> tuple[np.ndarray, np.ndarray]:
+        """The posteriors, and per subject its counted answers' weight in the retirement guard."""
         if not leave_one_out or weights is None:
-            conf = confusion_from_counts(counts, skill_prior, clip)  # (W, K_true, K_answer)
+            conf = confusion_from_counts(counts, skill_prior, clip, trust_scale)  # (W, K_true, K_answer)
             lc = np.log(conf).transpose(0, 2, 1).reshape(n_workers * k, k)  # row w*K+a
-            return normalise_log(log_prior + a_e @ lc)
+            standing = np.repeat(established(counts.sum(axis=(1, 2)), trust_scale), k)  # per column w*K+a
+            return normalise_log(log_prior + a_e @ lc), np.asarray(a_e @ standing).ravel()
         # Each answer weighed with its agent's skill learned from the other subjects: the
         # predictive of a skill integrated over its Dirichlet posterior given everything
         # but this subject (a subject's own answers never vouch for themselves).
         # This is confusion_from_counts(counts[w] - own, ...)[:, a] without the K×K per answer.
         own = weights[e_subjects]  # (n, K_true)
-        evidence = counts + skill_prior  # (W, K_true, K_answer)
-        by_pair = evidence.transpose(0, 2, 1).reshape(n_workers * k, k)  # row w*K+a
-        row_total = evidence.sum(axis=2)[e_workers] - own
-        picked = (by_pair[e_pair] - own) / row_total
+        # The agent's evidence less this subject's own: what its trust and its standing in the guard
+        # are, so that a one-answer identity's answer moves nothing and counts nothing.
+        record = counts.sum(axis=(1, 2))[e_workers] - own.sum(axis=1)
+        if half_trust > 0:
+            # Each answer's prior is core.trusted_prior of its agent's record without this subject:
+            # the crowd's pseudo-counts as far as trusted, else the same strength spread evenly.
+            tau = trust(record, half_trust)[:, None]  # (n, 1)
+            even = (1.0 - tau) * (skill_prior.sum(axis=1) / k)[None, :]  # (n, K_true)
+            column_prior = [tau * skill_prior[:, j][None, :] + even for j in range(k)]
+            by_pair = counts.transpose(0, 2, 1).reshape(n_workers * k, k)  # row w*K+a, counts only
+            row_total = (counts.sum(axis=2) + skill_prior.sum(axis=1))[e_workers] - own
+            picked = by_pair[e_pair] - own
+            for j, rows in enumerate(by_answer):
+                picked[rows] += column_prior[j][rows]
+            picked /= row_total
+        else:
+            evidence = counts + skill_prior  # (W, K_true, K_answer)
+            by_pair = evidence.transpose(0, 2, 1).reshape(n_workers * k, k)  # row w*K+a
+            row_total = evidence.sum(axis=2)[e_workers] - own
+            picked = (by_pair[e_pair] - own) / row_total
         if clip is not None:
             np.clip(picked, clip[0], clip[1], out=picked)
             if k > 2:  # clipped rows are renormalised: every entry of each row is needed
                 mass = np.zeros_like(own)
                 for j, rows in enumerate(by_answer):
-                    col = by_pair[e_workers * k + j] / row_total
+                    col = by_pair[e_workers * k + j]
+                    col = (col + column_prior[j]) / row_total if half_trust > 0 else col / row_total
                     col[rows] = picked[rows]
                     mass += np.clip(col, clip[0], clip[1], out=col)
                 picked /= mass
         # log P(this answer | truth) with this subject left out, summed per subject.
-        return normalise_log(log_prior + e_sum @ np.log(picked))
+        return (normalise_log(log_prior + e_sum @ np.log(picked)),
+                np.asarray(e_sum @ established(record, half_trust)).ravel())
 
     def m_weights(post: np.ndarray) -> np.ndarray:
         weights = post.copy()
@@ -158,23 +186,27 @@ def dawid_skene_em(
         votes = np.asarray(a_e @ _answer_indicator(n_workers, k)) + 1e-9
         post = votes / votes.sum(axis=1, keepdims=True)
         counts, log_prior = m_step(post)
-        log_post = e_step(counts, log_prior, m_weights(post))
+        log_post, standing = e_step(counts, log_prior, m_weights(post))
     else:
         counts = init_counts
-        log_post = e_step(counts, log_prior)  # the warm start's weights are not known
+        # The warm start's weights are not known. Its skills are taken at face value, every agent
+        # granted the crowd's prior (trust 0 would start EM from the class prior wherever agents
+        # are new, where it can settle on a labelling with two answers swapped, as a cold start
+        # from vote fractions does not); every step after this one weighs by trust.
+        log_post, standing = e_step(counts, log_prior, trust_scale=0.0)
     converged = False
     n_iter = 0
     while n_iter < max_iter:
         n_iter += 1
         post = np.exp(log_post)
         counts, log_prior = m_step(post)
-        new_log_post = e_step(counts, log_prior, m_weights(post))
+        new_log_post, standing = e_step(counts, log_prior, m_weights(post))
         delta = np.abs(np.exp(new_log_post) - post).max() if post.size else 0.0
         log_post = new_log_post
         if delta < tol:
             converged = True
             break
-    return EMResult(log_post, counts, np.exp(log_prior), n_iter, converged)
+    return EMResult(log_post, counts, np.exp(log_prior), n_iter, converged, standing)
 
 
 def unidentified_classes(counts: np.ndarray) -> np.ndarray:
@@ -224,6 +256,7 @@ class ReplayState:
     agree_run: np.ndarray  # (S,) int: length of the leading run of equal counted answers
     counts: np.ndarray  # (W, K, K)
     n_gold: np.ndarray  # (W,) int
+    established: np.ndarray | None = None  # (S,) float: the retirement guard's count (None: n_counted)
 
 
 SUPPORTED_RULES = (PosteriorAbove, RiskBelow, MinClassifications, MaxClassifications,
@@ -251,9 +284,12 @@ def _segment_exclusive_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndar
 
 
 def decide_many(policy: RetirementPolicy | None, log_post: np.ndarray, n_counted: np.ndarray,
-                agree_run: np.ndarray, is_gold: np.ndarray) -> np.ndarray:
+                agree_run: np.ndarray, is_gold: np.ndarray,
+                n_established: np.ndarray | None = None) -> np.ndarray:
     """``RetirementPolicy.decide`` for many subjects at once: the index of the rule that
-    fires for each row, or -1. Only for policies made of the built-in rules."""
+    fires for each row, or -1. Only for policies made of the built-in rules. ``n_established``
+    is what the ``min`` guard and ``max`` count (``SubjectSummary.n_established``; default
+    ``n_counted``)."""
     fired = np.full(log_post.shape[0], -1)
     if policy is None or not policy.rules or log_post.shape[0] == 0:
         return fired
@@ -263,7 +299,7 @@ def decide_many(policy: RetirementPolicy | None, log_post: np.ndarray, n_counted
     undecided = ~is_gold
     for r_i, rule in enumerate(policy.rules):
         if isinstance(rule, MinClassifications):
-            undecided &= ~(n_counted < rule.n)
+            undecided &= ~((n_counted if n_established is None else n_established) < rule.n)
             continue
         if isinstance(rule, PosteriorAbove):
             if rule.answer is None:
@@ -275,7 +311,7 @@ def decide_many(policy: RetirementPolicy | None, log_post: np.ndarray, n_counted
         elif isinstance(rule, RiskBelow):
             hit = (1.0 - top) < rule.threshold
         elif isinstance(rule, MaxClassifications):
-            hit = n_counted >= rule.n
+            hit = (n_counted if n_established is None else n_established) >= rule.n
         elif isinstance(rule, FirstKAgree):
             hit = (agree_run >= rule.k) & (rule.k >= 1)
         else:
@@ -300,6 +336,7 @@ def replay_chunk(
     consensus_min_confidence: float,
     rule_codes: np.ndarray | None = None,
     retired_credit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    half_trust: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feed one chunk of answers, in arrival order, with skills frozen at the chunk start.
 
@@ -310,7 +347,9 @@ def replay_chunk(
 
     ``retired_credit`` = (subjects, workers, answers) of all counted answers before the
     chunk, needed only for the "retired" learning mode; ``rule_codes[i]`` is the code stored
-    in ``state.retired`` when rule i fires (default: i). Returns (counted mask of the chunk,
+    in ``state.retired`` when rule i fires (default: i). ``half_trust``: each answer weighed as
+    its volunteer is trusted (``core.trust``), and counted in ``state.established`` as
+    ``core.established`` says, from the same evidence. Returns (counted mask of the chunk,
     subjects newly retired in it).
     """
     k = state.log_post.shape[1]
@@ -329,11 +368,13 @@ def replay_chunk(
         inc = np.empty_like(before)
         inc[order_w] = before
         cnt = state.counts[workers] + inc.reshape(n, k, k)
-        lc_all = np.log(confusion_from_counts(cnt, skill_prior, clip))
+        lc_all = np.log(confusion_from_counts(cnt, skill_prior, clip, half_trust))
         contrib = lc_all[np.arange(n), :, answers]
+        standing = established(cnt.sum(axis=(1, 2)), half_trust)
     else:
-        lc = np.log(confusion_from_counts(state.counts, skill_prior, clip))
+        lc = np.log(confusion_from_counts(state.counts, skill_prior, clip, half_trust))
         contrib = lc.transpose(0, 2, 1).reshape(-1, k)[workers.astype(np.int64) * k + answers]
+        standing = established(state.counts.sum(axis=(1, 2)), half_trust)[workers]
 
     # Only answers on active subjects that the caller lets count can move a posterior.
     live = counts_flag & (state.retired[subjects] < 0)
@@ -351,6 +392,11 @@ def replay_chunk(
     log_after = normalise_log(base + cum_before + c_sorted)
     rank = np.arange(order.shape[0]) - start_pos[seg_id]
     n_after = state.n_counted[s_sorted] + rank + 1
+    if state.established is None:
+        established_after = n_after.astype(float)
+    else:
+        st_sorted = standing[order]
+        established_after = state.established[s_sorted] + _segment_exclusive_cumsum(st_sorted, starts) + st_sorted
 
     # First-K-agree bookkeeping: the leading run of equal answers of each subject.
     first = np.where(state.first_answer[s_sorted] >= 0, state.first_answer[s_sorted],
@@ -364,7 +410,7 @@ def replay_chunk(
     agree_after = run0 + lead
 
     # Retirement, rule by rule in order, on every prefix.
-    fired = decide_many(policy, log_after, n_after, agree_after, state.gold[s_sorted] >= 0)
+    fired = decide_many(policy, log_after, n_after, agree_after, state.gold[s_sorted] >= 0, established_after)
     # The first firing answer retires its subject; later answers of it do not count.
     fired_any = fired >= 0
     fired_cum = np.cumsum(fired_any)
@@ -380,6 +426,8 @@ def replay_chunk(
     seg_subjects = s_sorted[start_pos]
     state.log_post[seg_subjects] = log_after[last_of_seg]
     state.n_counted[seg_subjects] = n_after[last_of_seg]
+    if state.established is not None:
+        state.established[seg_subjects] = established_after[last_of_seg]
     state.first_answer[seg_subjects] = first[start_pos]
     state.agree_run[seg_subjects] = agree_after[last_of_seg]
     retiring = fired_any & keep

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .defaults import HALF_TRUST
 from .io import AnswerTable, CsvError, TruthTable, read_answers, read_truth_table
 from .replay import DEFAULT_ONLINE_POLICY, examples, match_truth, replay
 from .retirement import POLICY_SYNTAX, PosteriorAbove, RetirementPolicy, parse_policy
@@ -61,8 +62,23 @@ def _replay_parser() -> argparse.ArgumentParser:
                              "(default: exact, one answer at a time)")
     parser.add_argument("--shuffle", type=_int_at_least(0), default=None, metavar="SEED",
                         help="online: shuffle the arrival order with this seed")
+    parser.add_argument("--half-trust", type=_non_negative, default=HALF_TRUST, metavar="N",
+                        help="answers' worth of evidence of a worker's skill before its answers are "
+                             f"trusted half (default {HALF_TRUST:g}; 0: every worker trusted from its "
+                             "first answer, the engine before issue 25; see aggregation/defaults.py)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number, 0 or more")
+    return value
 
 
 def _check_classes(table: AnswerTable, classes: int | None) -> int:
@@ -135,7 +151,8 @@ def replay_main(argv: Sequence[str]) -> int:
                   f"{n - len(unknown)}", file=sys.stderr)
     result, _ = replay(table, truth.labels if truth is not None else None, n_classes=k,
                        online=args.online, policy=policy, refit_every=args.refit_every,
-                       chunk_size=args.chunk_size, order_seed=args.shuffle)
+                       chunk_size=args.chunk_size, order_seed=args.shuffle,
+                       estimator_options={"half_trust": args.half_trust})
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -32,16 +32,57 @@ def dirichlet_prior(
     return prior
 
 
+def trust(evidence: np.ndarray | float, half_trust: float) -> np.ndarray:
+    """How far a volunteer is granted the crowd's skill before its own record shows it: evidence /
+    (evidence + ``half_trust``), where evidence is the answers' worth the engine has learned its
+    skill from (the sum of its soft counts: gold answers, consensus credit, refits). 0 for a
+    newcomer, 1/2 at ``half_trust`` answers' worth, towards 1 with a long record; always 1 when
+    ``half_trust`` is 0 (every volunteer granted it from its first answer, the engine before issue
+    25). See ``trusted_prior``."""
+    evidence = np.maximum(np.asarray(evidence, dtype=float), 0.0)
+    if half_trust <= 0:
+        return np.ones_like(evidence)
+    return evidence / (evidence + half_trust)
+
+
+def established(evidence: np.ndarray | float, half_trust: float) -> np.ndarray:
+    """How much one answer of a volunteer counts towards the retirement guard, "this many
+    classifications from volunteers of established skill": evidence / ``half_trust``, at most 1 (a
+    volunteer is established once the engine holds ``half_trust`` answers' worth of evidence of its
+    skill; a newcomer counts 0). Always 1 when ``half_trust`` is 0 (the guard is a plain count)."""
+    evidence = np.maximum(np.asarray(evidence, dtype=float), 0.0)
+    if half_trust <= 0:
+        return np.ones_like(evidence)
+    return np.minimum(evidence / half_trust, 1.0)
+
+
+def trusted_prior(prior: np.ndarray, tau: np.ndarray | float) -> np.ndarray:
+    """The Dirichlet prior of a volunteer trusted ``tau`` (``trust``): the crowd's ``prior`` (K×K
+    pseudo-counts) as far as it is trusted, otherwise an uninformative prior of the same strength
+    (each row spread evenly over the answers: SWAP's PL = PD = 0.5). Why: the crowd's prior says a
+    newcomer answers like the average volunteer, but an identity costs nothing, so that is what a
+    Sybil would be granted; an identity with no record now says nothing of the truth (its answers
+    move no posterior) until its own counts outweigh the uninformative prior, as SWAP's new agents.
+    ``tau`` broadcasts over the leading axes: a stack of volunteers gets a stack of priors."""
+    tau = np.asarray(tau, dtype=float)[..., None, None]
+    even = prior.sum(axis=-1, keepdims=True) / prior.shape[-1]
+    return tau * prior + (1.0 - tau) * even
+
+
 def confusion_from_counts(
-    counts: np.ndarray, prior: np.ndarray, clip: tuple[float, float] = DEFAULT_CLIP
+    counts: np.ndarray, prior: np.ndarray, clip: tuple[float, float] = DEFAULT_CLIP,
+    half_trust: float = 0.0,
 ) -> np.ndarray:
     """Posterior-mean confusion matrix P(answer=j | truth=i) from (soft) counts.
 
     ``counts[..., i, j]`` is the evidence that the volunteer answered j when the truth was
     i; ``prior`` are the Dirichlet pseudo-counts. Entries are clipped to ``clip`` (SWAP's
     [0.01, 0.99]) and rows renormalised (a no-op for two classes, where clipping keeps the
-    row sum at 1).
+    row sum at 1). With ``half_trust`` > 0 each volunteer's prior is ``trusted_prior``, trusted as
+    its evidence (the sum of its counts) says.
     """
+    if half_trust > 0:
+        prior = trusted_prior(prior, trust(counts.sum(axis=(-2, -1)), half_trust))
     total = counts + prior
     conf = total / total.sum(axis=-1, keepdims=True)
     if clip is not None:
@@ -52,10 +93,11 @@ def confusion_from_counts(
 
 
 def log_confusion(
-    counts: np.ndarray, prior: np.ndarray, clip: tuple[float, float] = DEFAULT_CLIP
+    counts: np.ndarray, prior: np.ndarray, clip: tuple[float, float] = DEFAULT_CLIP,
+    half_trust: float = 0.0,
 ) -> np.ndarray:
     """``log(confusion_from_counts(...))``: what a posterior update adds."""
-    return np.log(confusion_from_counts(counts, prior, clip))
+    return np.log(confusion_from_counts(counts, prior, clip, half_trust))
 
 
 def normalise_log(log_post: np.ndarray) -> np.ndarray:

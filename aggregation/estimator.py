@@ -33,11 +33,13 @@ from .core import (
     DEFAULT_CLIP,
     confusion_from_counts,
     dirichlet_prior,
+    established,
     expected_risk,
     information_bits,
     normalise_log,
+    trust,
 )
-from .defaults import LEARN_CLASS_PRIOR
+from .defaults import HALF_TRUST, LEARN_CLASS_PRIOR
 from .difficulty import (
     DEFAULT_GRID,
     DifficultyParameters,
@@ -108,6 +110,17 @@ class ConsensusEstimator(IndexedAnswers):
         subject for more evidence than they are (on GZ1's simulated crowds its posterior of 0.99
         was 94.8–96.5% right; this model's 0.97, 96.7–98.1%). The confusion matrices are still
         learnt (from the difficulty model's posteriors at each refit) for skills in bits.
+    half_trust: how much evidence of a volunteer's skill the engine needs before taking its
+        answers at that skill (default ``defaults.HALF_TRUST``, see there why). A volunteer's
+        evidence is the answers' worth it has learned the skill from (its soft counts: gold
+        answers, consensus credit, refits; in a refit, less the subject at hand); it is trusted
+        ``core.trust`` = evidence / (evidence + half_trust), and its skill's prior is the crowd's
+        only as far as it is trusted, otherwise uninformative (``core.trusted_prior``). A newcomer
+        moves no posterior, as SWAP's new agents, and the policy's ``min:N`` guard and ``max:N``
+        budget count each classification as ``core.established`` (evidence / half_trust, at most
+        1), so N fresh identities can neither move a subject nor open its guard nor spend its
+        budget. 0 trusts everyone at once (the engine before issue 25). Not applied with
+        ``difficulty`` (that model weighs every answer).
     policy: the ``RetirementPolicy`` (None: never retire).
     """
 
@@ -126,6 +139,7 @@ class ConsensusEstimator(IndexedAnswers):
         learn_skill_prior: bool = True,
         leave_one_out: bool = True,
         difficulty: bool = False,
+        half_trust: float = HALF_TRUST,
         policy: RetirementPolicy | None = None,
         max_iter: int = 100,
         tol: float = 1e-6,
@@ -149,6 +163,9 @@ class ConsensusEstimator(IndexedAnswers):
         self.learn_skill_prior = bool(learn_skill_prior)
         self.leave_one_out = bool(leave_one_out)
         self.difficulty = bool(difficulty)
+        self.half_trust = float(half_trust)
+        if not self.half_trust >= 0:
+            raise ValueError("half_trust must be a number, 0 or more")
         self.policy = policy
         self.max_iter = int(max_iter)
         self.tol = float(tol)
@@ -164,6 +181,7 @@ class ConsensusEstimator(IndexedAnswers):
         self._workers = _Index()
         self._log_post = np.empty((0, k))
         self._n_counted = np.empty(0, dtype=np.int64)
+        self._established = np.empty(0)  # per subject: the min guard's count (SubjectSummary.n_established)
         self._gold = np.empty(0, dtype=np.int64)
         self._retired = np.empty(0, dtype=np.int64)  # -1 or index into _reasons
         self._first = np.empty(0, dtype=np.int64)
@@ -199,6 +217,7 @@ class ConsensusEstimator(IndexedAnswers):
             "learn_skill_prior": self.learn_skill_prior,
             "leave_one_out": self.leave_one_out,
             "difficulty": self.difficulty,
+            "half_trust": self.half_trust,
             "policy": None if self.policy is None else self.policy.to_dict(),
             "max_iter": self.max_iter,
             "tol": self.tol,
@@ -209,6 +228,7 @@ class ConsensusEstimator(IndexedAnswers):
         cfg = dict(config)
         policy = cfg.pop("policy", None)
         clip = cfg.pop("clip", DEFAULT_CLIP)
+        cfg.setdefault("half_trust", 0.0)  # a config stored before issue 25 trusted everyone at once
         return cls(**cfg, clip=None if clip is None else tuple(clip),
                    policy=None if policy is None else policy_from_dict(policy))
 
@@ -221,6 +241,7 @@ class ConsensusEstimator(IndexedAnswers):
         self._log_post = np.concatenate(
             [self._log_post, np.tile(self._log_class_prior, (extra, 1))])
         self._n_counted = np.concatenate([self._n_counted, np.zeros(extra, np.int64)])
+        self._established = np.concatenate([self._established, np.zeros(extra)])
         self._gold = np.concatenate([self._gold, np.full(extra, -1, np.int64)])
         self._retired = np.concatenate([self._retired, np.full(extra, -1, np.int64)])
         self._first = np.concatenate([self._first, np.full(extra, -1, np.int64)])
@@ -312,13 +333,29 @@ class ConsensusEstimator(IndexedAnswers):
         return marginal_log_posterior(self._answer_ll[rows] + self._difficulty.log_mix + prior[..., None])
 
     def _log_conf(self, w: int) -> np.ndarray:
-        return np.log(confusion_from_counts(self._counts[w], self.skill_prior, self.clip))
+        return np.log(confusion_from_counts(self._counts[w], self.skill_prior, self.clip, self._trust_scale))
+
+    @property
+    def _trust_scale(self) -> float:
+        return 0.0 if self.difficulty else self.half_trust
 
     def confusion(self, worker: Hashable) -> np.ndarray:
-        """The agent's confusion matrix P(answer=j | truth=i) (the prior for a stranger)."""
+        """The agent's answer model P(answer=j | truth=i) as the posteriors use it: its learned
+        confusion matrix, trusted as far as its evidence says (uniform for a stranger when
+        ``half_trust`` > 0, else the skill prior's mean)."""
         w = self._workers.pos.get(_json_id(worker))
         counts = np.zeros((self.n_classes,) * 2) if w is None else self._counts[w]
-        return confusion_from_counts(counts, self.skill_prior, self.clip)
+        return confusion_from_counts(counts, self.skill_prior, self.clip, self._trust_scale)
+
+    def evidence(self, worker: Hashable) -> float:
+        """The answers' worth of evidence the engine has learned this agent's skill from (0 for a
+        stranger): what its trust and its standing in the retirement guard grow with."""
+        w = self._workers.pos.get(_json_id(worker))
+        return 0.0 if w is None else float(self._counts[w].sum())
+
+    def trust(self, worker: Hashable) -> float:
+        """``core.trust`` of the agent's evidence: how far its answers are taken at its skill."""
+        return float(trust(self.evidence(worker), self._trust_scale))
 
     def skill_bits(self, worker: Hashable) -> float:
         """Expected information per answer, in bits (SWAP's single-number skill)."""
@@ -327,7 +364,7 @@ class ConsensusEstimator(IndexedAnswers):
     def skills(self) -> dict[Hashable, float]:
         """Every agent's skill in bits."""
         conf = confusion_from_counts(self._counts[: len(self._workers)], self.skill_prior,
-                                     self.clip)
+                                     self.clip, self._trust_scale)
         bits = information_bits(conf, np.exp(self._log_class_prior))
         return dict(zip(self._workers.ids, bits.tolist(), strict=True))
 
@@ -376,7 +413,8 @@ class ConsensusEstimator(IndexedAnswers):
         return SubjectSummary(n_counted=int(self._n_counted[s]), posterior=post,
                               expected_risk=float(expected_risk(post)),
                               answers=tuple(self._subject_lists()[s][0]),
-                              is_gold=bool(self._gold[s] >= 0))
+                              is_gold=bool(self._gold[s] >= 0),
+                              n_established=float(self._established[s]))
 
     def add_answer(
         self,
@@ -418,6 +456,8 @@ class ConsensusEstimator(IndexedAnswers):
         pend[4].append(-1 if gold is None else int(gold))
         self._n_answers[w] += 1
         lc = self._log_conf(w) if counted and not self.difficulty else None
+        # Its standing in the guard, from the same evidence as the skill it is weighed with.
+        standing = float(established(self._counts[w].sum(), self._trust_scale))
         if g >= 0 and "gold" in self.learn:
             self._counts[w, g, answer] += 1.0
             self._n_gold[w] += 1
@@ -435,6 +475,7 @@ class ConsensusEstimator(IndexedAnswers):
             else:
                 self._log_post[s] = normalise_log(before + lc[:, answer])
             self._n_counted[s] += 1
+            self._established[s] += standing
             if self._first[s] < 0:
                 self._first[s] = answer
             if self._agree[s] == self._n_counted[s] - 1 and answer == self._first[s]:
@@ -510,7 +551,7 @@ class ConsensusEstimator(IndexedAnswers):
                        drop_retired: bool) -> np.ndarray:
         self._ensure_agree()
         state = ReplayState(self._log_post, self._n_counted, self._gold, self._retired,
-                            self._first, self._agree, self._counts, self._n_gold)
+                            self._first, self._agree, self._counts, self._n_gold, self._established)
         rule_codes = None
         if self.policy is not None:
             rule_codes = np.array([self._reason_code(r.reason) for r in self.policy.rules],
@@ -528,7 +569,7 @@ class ConsensusEstimator(IndexedAnswers):
                 state, cs, cw, ca, cf, skill_prior=self.skill_prior, clip=self.clip,
                 policy=self.policy, learn=self.learn,
                 consensus_min_confidence=self.consensus_min_confidence,
-                rule_codes=rule_codes, retired_credit=credit)
+                rule_codes=rule_codes, retired_credit=credit, half_trust=self._trust_scale)
             counted_all[start:end] = counted
             keep = counted | (self._gold[cs] >= 0) if drop_retired else np.ones_like(counted)
             np.add.at(self._n_answers, cw[keep], 1)
@@ -602,8 +643,10 @@ class ConsensusEstimator(IndexedAnswers):
             max_iter=self.max_iter if max_iter is None else int(max_iter), tol=self.tol,
             leave_one_out=self.leave_one_out and warm,
             subject_weights=None if subject_weights is None else np.array(
-                [float(subject_weights.get(x, 1.0)) for x in self._subjects.ids[:n_s]]))
+                [float(subject_weights.get(x, 1.0)) for x in self._subjects.ids[:n_s]]),
+            half_trust=self.half_trust)
         self._counts[:n_w] = result.counts
+        self._established[:n_s] = result.established
         if self.learn_skill_prior and n_w:
             pooled = result.counts.sum(axis=0) + self.skill_prior
             pooled /= pooled.sum(axis=1, keepdims=True)
@@ -634,6 +677,7 @@ class ConsensusEstimator(IndexedAnswers):
         self._answer_ll[:n_s] = answer_log_likelihoods(self._grid, d.offsets, d.log_wrong, s[c], w[c], a[c], n_s)
         self._log_post[:n_s] = self._difficulty_log_post(slice(0, n_s))
         self._log_post[n_s:] = self._log_class_prior
+        self._established[:n_s] = self._n_counted[:n_s]  # this model weighs every answer
         # Confusion matrices from these posteriors (gold: its truth), for skills in bits.
         weights = np.exp(self._log_post[:n_s])
         is_gold = gold >= 0
@@ -658,7 +702,7 @@ class ConsensusEstimator(IndexedAnswers):
             return newly
         self._ensure_agree()
         fired = decide_many(self.policy, self._log_post[active], self._n_counted[active],
-                            self._agree[active], self._gold[active] >= 0)
+                            self._agree[active], self._gold[active] >= 0, self._established[active])
         hit = active[fired >= 0]
         codes = np.array([self._reason_code(r.reason) for r in self.policy.rules])
         self._retired[hit] = codes[fired[fired >= 0]]
@@ -696,6 +740,11 @@ class ConsensusEstimator(IndexedAnswers):
         s = self._subjects.pos.get(_json_id(subject))
         return 0 if s is None else int(self._n_counted[s])
 
+    def subject_n_established(self, subject: Hashable) -> float:
+        """What the ``min`` guard counts for this subject (``SubjectSummary.n_established``)."""
+        s = self._subjects.pos.get(_json_id(subject))
+        return 0.0 if s is None else float(self._established[s])
+
     def predict(self, subjects: Iterable[Hashable] | None = None) -> np.ndarray:
         return np.argmax(self.predict_proba(subjects), axis=1)
 
@@ -719,6 +768,7 @@ class ConsensusEstimator(IndexedAnswers):
         return {
             "log_posterior": self._log_post[s].tolist(),
             "n_counted": int(self._n_counted[s]),
+            "n_established": float(self._established[s]),
             "answers": list(answers),
             "workers": [self._workers.ids[w] for w in workers],
             "gold": None if self._gold[s] < 0 else int(self._gold[s]),
@@ -730,6 +780,8 @@ class ConsensusEstimator(IndexedAnswers):
         s = self._subject(subject)
         self._log_post[s] = np.asarray(state["log_posterior"], dtype=float)
         self._n_counted[s] = int(state["n_counted"])
+        # A state saved before issue 25 counted every classification in the guard.
+        self._established[s] = float(state.get("n_established", state["n_counted"]))
         answers = [int(x) for x in state["answers"]]
         workers = [self._worker(x) for x in state["workers"]]
         self._ensure_agree()
@@ -817,6 +869,7 @@ class ConsensusEstimator(IndexedAnswers):
             "subjects": self._subjects.ids,
             "log_posterior": self._log_post[:n_s].tolist(),
             "n_counted": self._n_counted[:n_s].tolist(),
+            "n_established": self._established[:n_s].tolist(),
             "gold": self._gold[:n_s].tolist(),
             "retired": [None if r < 0 else self._reasons[r] for r in self._retired[:n_s]],
             "answers": [x[0] for x in lists[:n_s]],
@@ -852,6 +905,7 @@ class ConsensusEstimator(IndexedAnswers):
         k = est.n_classes
         est._log_post = np.asarray(data["log_posterior"], dtype=float).reshape(n_s, k)
         est._n_counted = np.asarray(data["n_counted"], dtype=np.int64)
+        est._established = np.asarray(data.get("n_established", data["n_counted"]), dtype=float)
         est._gold = np.asarray(data["gold"], dtype=np.int64)
         est._retired = np.array([-1 if r is None else est._reason_code(r)
                                  for r in data["retired"]], dtype=np.int64)

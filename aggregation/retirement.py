@@ -24,6 +24,10 @@ class SubjectSummary:
     ``expected_risk`` is the expected number of errors if the subject retired now
     (misclassification probability for a question, expected false + missed + badly
     placed objects for boxes). ``answers`` are the counted answers in arrival order.
+    ``n_established`` counts the counted classifications of volunteers of established skill, each
+    weighed by how established its volunteer was when it came (``core.established``: 0 for a
+    newcomer, 1 once the engine holds ``half_trust`` answers' worth of evidence of its skill); None
+    means every classification counts 1 (an engine that does not weigh by trust).
     """
 
     n_counted: int
@@ -31,6 +35,7 @@ class SubjectSummary:
     expected_risk: float | None = None
     answers: Sequence[int] = field(default_factory=tuple)
     is_gold: bool = False
+    n_established: float | None = None
 
 
 class RetirementRule(Protocol):
@@ -103,7 +108,10 @@ class RiskBelow:
 
 @dataclass(frozen=True)
 class MinClassifications:
-    """A guard: while fewer than ``n`` classifications count, the rules after it cannot fire.
+    """A guard: while fewer than ``n`` classifications of volunteers of established skill count
+    (``SubjectSummary.n_established``; every classification where the engine does not weigh by
+    trust), the rules after it cannot fire. So fresh identities, however many, never open it, and a
+    budget (``max:N``) placed after it cannot be spent by them alone.
 
     It never retires a subject itself (``fires`` is always False); rules placed before it
     still can. ``RetirementPolicy.decide`` asks ``holds``.
@@ -113,7 +121,8 @@ class MinClassifications:
     reason: str = "too_few"
 
     def holds(self, summary: SubjectSummary) -> bool:
-        return summary.n_counted < self.n
+        count = summary.n_counted if summary.n_established is None else summary.n_established
+        return count < self.n
 
     def fires(self, summary: SubjectSummary) -> bool:
         return False
@@ -124,13 +133,15 @@ class MinClassifications:
 
 @dataclass(frozen=True)
 class MaxClassifications:
-    """Fires once ``n`` classifications have counted: the classification limit."""
+    """Fires once ``n`` classifications have counted: the classification limit. Counted as the
+    ``min`` guard counts (``SubjectSummary.n_established``), so fresh identities cannot spend it."""
 
     n: int
     reason: str = "limit"
 
     def fires(self, summary: SubjectSummary) -> bool:
-        return summary.n_counted >= self.n
+        count = summary.n_counted if summary.n_established is None else summary.n_established
+        return count >= self.n
 
     def to_dict(self) -> dict:
         return {"type": "max_classifications", "n": self.n, "reason": self.reason}
@@ -218,8 +229,10 @@ retires the subject and its reason is recorded:
   posterior[A]:P     answer A's posterior > P              (reason "consensus")
   risk:R             expected misclassification risk < R  (reason "low_risk")
   agree:K            the first K counted answers agree     (reason "agreement")
-  max:N | limit:N    N counted classifications reached    (reason "limit")
-  min:N              guard: rules after it wait for N counted classifications
+  max:N | limit:N    N counted classifications reached, counted as min counts
+                                                          (reason "limit")
+  min:N              guard: rules after it wait for N counted classifications from
+                     volunteers of established skill (see --half-trust)
   none               never retire
 A rule may rename its reason with '=NAME', e.g. 'posterior[1]:0.99=detected'.
 Example (GZX): 'posterior[1]:0.99=detected,posterior[0]:0.996=rejected'.

@@ -47,6 +47,7 @@ def swap_estimator(
         learn=("gold",),
         learn_skill_prior=False,
         learn_class_prior=False,  # SWAP as published: the prior stays what it is given
+        half_trust=0.0,  # SWAP's prior (initial 0.5) already makes a newcomer's answers say nothing
         policy=gzx_policy(detection, rejection),
     )
 

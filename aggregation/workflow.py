@@ -18,9 +18,16 @@ Whole-workflow retirement (``WorkflowRetirement``, scope ``"workflow"``, the def
 - a drawing task's risk is the box engine's expected errors (false + missed + badly placed objects,
   Lean Crowdsourcing's risk), summed over its tools, weighted by its reach too; before anyone drew,
   the expected number of objects the engine has learned a subject holds (all of them missed);
-- the subject retires once ``min_classifications`` have counted and every required task's weighted
-  risk is below its bar (reason ``"consensus:<task>"``, the task that settled last), or once the
-  ``budget`` of counted classifications is spent (``"limit"``). Gold subjects never retire.
+- the subject retires once ``min_classifications`` classifications of volunteers of established skill
+  have counted (the first question's ``n_established``: a newcomer counts 0, see ``half_trust``) and
+  every required task's weighted risk is below its bar (reason ``"consensus:<task>"``, the task that
+  settled last), or once the ``budget`` of counted classifications is spent (``"limit"``), counted
+  as the guard counts (fresh identities cannot spend it). Gold subjects never retire.
+- ``half_trust`` (``aggregation.defaults.HALF_TRUST``) is given to every question node's estimator: a
+  volunteer's answers are weighed as far as the engine has evidence of its skill, so fresh identities
+  move no posterior and open no guard (``ConsensusEstimator``). Drawing tasks are weighed by the box
+  engine's own volunteer model, without it; a workflow whose first task is a drawing counts every
+  classification in its guard.
 
 Scope ``"first_question"`` is the earlier rule, kept so the GZX comparison can still be run: the
 first question's estimator carries the policy and the subject retires when it does.
@@ -111,8 +118,10 @@ class WorkflowRetirement:
 
     Settings (all optional): ``{"scope": "workflow" | "first_question", "required": [task, ...]
     (default: every question and drawing task), "bar": 0.01 | {task: bar} (one for all, or per task;
-    tasks not named get the default of their kind), "min": 3, "budget": 40}``; with scope
-    ``"first_question"``, ``"policy"`` (a policy string or its JSON) instead of the rest.
+    tasks not named get the default of their kind), "min": 3, "budget": 40, "half_trust": 3}``;
+    with scope ``"first_question"``, ``"policy"`` (a policy string or its JSON) and ``"half_trust"``
+    instead of the rest. A stored form without ``half_trust`` (``from_dict``) was applied before it
+    existed, trusting everyone at once, and replays so (0).
     """
 
     scope: str = "workflow"
@@ -121,6 +130,9 @@ class WorkflowRetirement:
     min_classifications: int = defaults.MIN_CLASSIFICATIONS
     budget: int = defaults.BUDGET
     policy: RetirementPolicy | None = None  # scope "first_question" only
+    # 0 when built directly, as every form stored before issue 25 was applied (trusting everyone at
+    # once); ``from_settings`` resolves the default, ``defaults.HALF_TRUST``.
+    half_trust: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None, tasks: Mapping[str, Mapping[str, Any]],
@@ -131,6 +143,10 @@ class WorkflowRetirement:
         scope = settings.get("scope", "workflow")
         if scope not in SCOPES:
             raise SettingsError([f"scope: one of {list(SCOPES)}"])
+        half_trust = settings.get("half_trust", defaults.HALF_TRUST)
+        if isinstance(half_trust, bool) or not isinstance(half_trust, (int, float)) or not 0 <= half_trust <= 1000:
+            errors.append("half_trust: a number from 0 (trust every volunteer at once) to 1000")
+            half_trust = defaults.HALF_TRUST
         if scope == "first_question":
             for name in ("required", "bar", "min", "budget"):
                 if name in settings:
@@ -147,7 +163,7 @@ class WorkflowRetirement:
                 errors.append(f"policy: {error}")
             if errors:
                 raise SettingsError(errors)
-            return cls(scope=scope, policy=policy)
+            return cls(scope=scope, policy=policy, half_trust=float(half_trust))
         if "policy" in settings:
             errors.append("policy: applies only with scope 'first_question'; the whole workflow "
                           "retires by 'bar', 'min' and 'budget'")
@@ -194,27 +210,28 @@ class WorkflowRetirement:
             errors.append("budget: a whole number of classifications, 1 to 10000")
         elif budget < minimum:
             errors.append(f"budget: at least min ({minimum})")
-        unknown_keys = set(settings) - {"scope", "required", "bar", "min", "budget", "policy"}
+        unknown_keys = set(settings) - {"scope", "required", "bar", "min", "budget", "policy", "half_trust"}
         if unknown_keys:
             errors.append(f"retirement: unknown settings {sorted(unknown_keys)}")
         if errors:
             raise SettingsError(errors)
         return cls(scope=scope, required=tuple(required), bars=bars, min_classifications=int(minimum),
-                   budget=int(budget))
+                   budget=int(budget), half_trust=float(half_trust))
 
     def to_dict(self) -> dict:
         if self.scope == "first_question":
             assert self.policy is not None
-            return {"scope": self.scope, "policy": self.policy.to_dict()}
+            return {"scope": self.scope, "policy": self.policy.to_dict(), "half_trust": self.half_trust}
         return {"scope": self.scope, "required": list(self.required), "bars": dict(self.bars),
-                "min": self.min_classifications, "budget": self.budget}
+                "min": self.min_classifications, "budget": self.budget, "half_trust": self.half_trust}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkflowRetirement:
+        half_trust = float(data.get("half_trust", 0.0))  # stored before issue 25: everyone trusted at once
         if data["scope"] == "first_question":
-            return cls(scope="first_question", policy=policy_from_dict(data["policy"]))
+            return cls(scope="first_question", policy=policy_from_dict(data["policy"]), half_trust=half_trust)
         return cls(scope="workflow", required=tuple(data["required"]), bars=dict(data["bars"]),
-                   min_classifications=int(data["min"]), budget=int(data["budget"]))
+                   min_classifications=int(data["min"]), budget=int(data["budget"]), half_trust=half_trust)
 
 
 class SettingsError(ValueError):
@@ -308,7 +325,8 @@ class WorkflowAggregator:
     ``retirement``: a ``WorkflowRetirement``, or its settings (``from_settings``); default the whole
     workflow with ``aggregation.defaults``. ``policy``: shorthand for scope ``"first_question"`` with
     that policy (the first question's estimator carries it). ``estimator_options``: keyword arguments
-    of every node's ``ConsensusEstimator``.
+    of every node's ``ConsensusEstimator`` (its ``half_trust`` comes from the retirement's, unless
+    given here).
     """
 
     def __init__(
@@ -326,11 +344,12 @@ class WorkflowAggregator:
         if policy is not None:
             if retirement is not None:
                 raise ValueError("give either policy (first-question scope) or retirement, not both")
-            retirement = WorkflowRetirement(scope="first_question", policy=policy)
+            retirement = WorkflowRetirement(scope="first_question", policy=policy, half_trust=defaults.HALF_TRUST)
         if not isinstance(retirement, WorkflowRetirement):
             retirement = WorkflowRetirement.from_settings(retirement, self.tasks, self.first_task)
         self.retirement = retirement
         self.estimator_options = dict(estimator_options or {})
+        node_options = {"half_trust": retirement.half_trust} | self.estimator_options
         self._order = _topological_order(self.tasks, self.first_task)
         first_policy = retirement.policy if retirement.scope == "first_question" else None
         self.estimators: dict[str, ConsensusEstimator | list[ConsensusEstimator]] = {}
@@ -340,9 +359,9 @@ class WorkflowAggregator:
             if kind == "single":
                 self.estimators[key] = ConsensusEstimator(
                     len(task["answers"]), policy=first_policy if key == self.first_task else None,
-                    **self.estimator_options)
+                    **node_options)
             elif kind == "multiple":
-                self.estimators[key] = [ConsensusEstimator(2, **self.estimator_options)
+                self.estimators[key] = [ConsensusEstimator(2, **node_options)
                                         for _ in task["answers"]]
             elif kind == DRAWING_TYPE:
                 for index, _ in enumerate(task["tools"]):
@@ -452,7 +471,7 @@ class WorkflowAggregator:
             if self.retirement.scope == "first_question":
                 reason = self._first_question_reason(subject)
             else:
-                reason = self._decide(state, risks)
+                reason = self._decide(subject, state, risks)
             if reason is not None and state.retired is None:
                 self._retire_everywhere(subject, reason)
                 newly = True
@@ -467,10 +486,20 @@ class WorkflowAggregator:
         est = self.estimators.get(self.first_task)
         return est.retirement_reason(subject) if isinstance(est, ConsensusEstimator) else None
 
-    def _decide(self, state: _SubjectState, risks: list[TaskRisk]) -> str | None:
+    def n_established(self, subject: Hashable) -> float:
+        """What the guard counts for this subject: its classifications of volunteers of established
+        skill, as the first question's estimator weighed them (``SubjectSummary.n_established``);
+        every counted classification where the first task is a drawing."""
+        est = self.estimators.get(self.first_task)
+        if est is None:
+            return float(self.n_counted(subject))
+        return (est if isinstance(est, ConsensusEstimator) else est[0]).subject_n_established(subject)
+
+    def _decide(self, subject: Hashable, state: _SubjectState, risks: list[TaskRisk]) -> str | None:
         """Whole-workflow scope: the reason to retire now, or None."""
         r = self.retirement
-        if state.n_counted < r.min_classifications:
+        established = self.n_established(subject)
+        if state.n_counted < r.min_classifications or established < r.min_classifications:
             return None
         unsettled = [t.task for t in risks if not t.settled]
         previously = state.unsettled
@@ -481,7 +510,7 @@ class WorkflowAggregator:
             candidates = [t for t in risks if t.bar is not None and (not previously or t.task in previously)]
             last = max(candidates, key=lambda t: (t.weighted_risk / t.bar, t.task))
             return f"{CONSENSUS_REASON}:{last.task}"
-        if state.n_counted >= r.budget:
+        if min(state.n_counted, established) >= r.budget:
             return LIMIT_REASON
         return None
 
@@ -519,7 +548,7 @@ class WorkflowAggregator:
         for subject, state in self._subjects.items():
             if state.retired is not None or state.gold:
                 continue
-            reason = self._first_question_reason(subject) if first_question else self._decide(state, self.task_risks(subject))
+            reason = self._first_question_reason(subject) if first_question else self._decide(subject, state, self.task_risks(subject))
             if reason is not None:
                 self._retire_everywhere(subject, reason)
                 newly.append(subject)

@@ -46,15 +46,17 @@ class LoadResult:
 
 # A request factory returns (method, path, headers, body or None) for connection i, request n.
 RequestFactory = Callable[[int, int], tuple[str, str, dict[str, str], bytes | None]]
+# Told each answer: connection i, request n, HTTP status (0 when the server closed the connection).
+ResponseHandler = Callable[[int, int, int], None]
 
 
 async def _connection(
     host: str, port: int, index: int, make_request: RequestFactory, deadline: float, max_requests: int | None,
-    result: LoadResult, interval: float | None = None,
+    result: LoadResult, interval: float | None = None, on_response: ResponseHandler | None = None, stagger: bool = True,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     n = 0
-    began = time.perf_counter() + (interval or 0.0) * index / max(1, result.connections)
+    began = time.perf_counter() + ((interval or 0.0) * index / max(1, result.connections) if stagger else 0.0)
     try:
         while time.perf_counter() < deadline and (max_requests is None or n < max_requests):
             if interval is not None:  # open loop: request n of this connection is due at began + n * interval
@@ -73,6 +75,8 @@ async def _connection(
             status_line = await reader.readline()
             if not status_line:  # the server closed the connection: reconnect
                 writer.close()
+                if on_response is not None:
+                    on_response(index, n, 0)
                 reader, writer = await asyncio.open_connection(host, port)
                 result.errors += 1
                 continue
@@ -94,6 +98,8 @@ async def _connection(
             if status >= 400:
                 result.errors += 1
                 result.error_samples.setdefault(status, response_body[:300].decode(errors="replace"))
+            if on_response is not None:
+                on_response(index, n, status)
             if close:
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
@@ -105,16 +111,19 @@ async def _connection(
 async def run_load(
     name: str, host: str, port: int, make_request: RequestFactory, connections: int, seconds: float,
     max_requests_per_connection: int | None = None, rate: float | None = None,
+    on_response: ResponseHandler | None = None, stagger: bool = True,
 ) -> LoadResult:
     """Closed loop (each connection sends as fast as answers come), or open loop at ``rate``
-    requests per second in total, spread evenly over the connections."""
+    requests per second in total, spread evenly over the connections (``stagger=False``: every
+    connection sends its request n at the same instant). ``on_response`` is told every answer."""
     result = LoadResult(name, connections=connections)
     interval = connections / rate if rate else None
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(
         *(
-            _connection(host, port, i, make_request, deadline, max_requests_per_connection, result, interval)
+            _connection(host, port, i, make_request, deadline, max_requests_per_connection, result, interval,
+                        on_response, stagger)
             for i in range(connections)
         )
     )

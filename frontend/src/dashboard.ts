@@ -35,6 +35,32 @@ export interface Statistics {
     questions?: ModelQuestion[];
   };
   events: { cursor: string; events: Array<{ type: string; subject: number; reason: string; at: string }> };
+  /** Human votes against a fixed-N majority, and accuracy against known answers, over the retired subjects. */
+  tally?: Tally;
+}
+
+export interface Share {
+  scored: number;
+  right: number;
+  accuracy: number | null;
+}
+
+export interface TallyGroup {
+  retired: number;
+  human_votes: number;
+  votes_per_subject: number | null;
+  fixed_n_votes: number;
+  saved: number;
+  fewer: number | null;
+  accuracy: Share & { by_task: Record<string, Share> };
+}
+
+export interface Tally {
+  /** N of the fixed-N majority and where it comes from ("the workflow's budget: Galaxy Zoo 2's votes per galaxy"). */
+  fixed_n: { n: number; source: string };
+  /** crowd: retired by the humans' votes (consensus, limit); machine: by the CNN; all: every retired subject. */
+  groups: { crowd: TallyGroup; machine: TallyGroup; all: TallyGroup };
+  human_votes_total: number;
 }
 
 export interface ModelQuestion {
@@ -115,6 +141,51 @@ function renderModelQuestions(root: HTMLElement, questions: ModelQuestion[] | un
   }));
 }
 
+/** "1,234": whole numbers with thousands separators (the tally's counts, exact). */
+function count(value: number): string {
+  return value.toLocaleString("en-US");
+}
+
+function percent(share: Share): string {
+  return share.accuracy === null ? "–" : `${(100 * share.accuracy).toFixed(1)}%`;
+}
+
+/** The votes card: its value ("3.4 vs 40") and its note (the totals, each group, and what N is). */
+export function tallyVotesText(tally: Tally): { value: string; note: string } {
+  const { n, source } = tally.fixed_n;
+  const { all, crowd, machine } = tally.groups;
+  if (!all.retired) return { value: `– vs ${n}`, note: `Nothing retired yet. N = ${n}: ${source}.` };
+  const each = (g: TallyGroup): string => (g.votes_per_subject === null ? "–" : g.votes_per_subject.toFixed(1));
+  const fewer = all.fewer === null ? "no human votes" : `${all.fewer.toFixed(1)}× fewer`;
+  const parts = [
+    `${count(all.retired)} retired with ${count(all.human_votes)} human votes; a fixed ${n}-vote majority: ${count(all.fixed_n_votes)} (${fewer})`,
+    `by the crowd ${each(crowd)} each (${count(crowd.retired)})`,
+    `by the machine ${each(machine)} each (${count(machine.retired)})`,
+    `N = ${n}: ${source}`,
+  ];
+  return { value: `${each(all)} vs ${n}`, note: parts.join(" · ") };
+}
+
+/** The accuracy card: every retired subject's (the crowd with the machine), then the crowd alone and the machine's own. */
+export function tallyAccuracyText(tally: Tally): { value: string; note: string } {
+  const { all, crowd, machine } = tally.groups;
+  if (!all.accuracy.scored) {
+    return {
+      value: "–",
+      note: "No known answers among the retired subjects yet (gold subjects never retire; a manifest's hidden #truth.<task> columns give them).",
+    };
+  }
+  const tasks = Object.entries(all.accuracy.by_task).map(([task, share]) => `${task} ${percent(share)}`);
+  const parts = [
+    `against the known answers of ${count(all.accuracy.scored)} of ${count(all.retired)} retired`,
+    `crowd alone ${percent(crowd.accuracy)} (${count(crowd.accuracy.scored)})`,
+    `with the machine ${percent(all.accuracy)} (${count(all.accuracy.scored)})`,
+    `the machine's retirements ${percent(machine.accuracy)} (${count(machine.accuracy.scored)})`,
+    ...(tasks.length ? [`by question: ${tasks.join(", ")}`] : []),
+  ];
+  return { value: percent(all.accuracy), note: parts.join(" · ") };
+}
+
 export function render(root: HTMLElement, stats: Statistics, subjectUrl: string): void {
   const proj = stats.projection;
   set(root, "subjects", formatNumber(stats.subjects));
@@ -128,6 +199,14 @@ export function render(root: HTMLElement, stats: Statistics, subjectUrl: string)
   set(root, "model", stats.model ? `version ${stats.model.version} (${stats.model.state})` : "none yet");
   set(root, "model_metrics", stats.model ? `accuracy ${stats.model.accuracy?.toFixed(3) ?? "–"} · ECE ${stats.model.ece?.toFixed(3) ?? "–"}` : "");
   renderModelQuestions(root, stats.model?.questions);
+  if (stats.tally) {
+    const votes = tallyVotesText(stats.tally);
+    const accuracy = tallyAccuracyText(stats.tally);
+    set(root, "tally_votes", votes.value);
+    set(root, "tally_votes_note", votes.note);
+    set(root, "tally_accuracy", accuracy.value);
+    set(root, "tally_accuracy_note", accuracy.note);
+  }
 
   mount(root.querySelector("#chart-retired .plot"), lineChart(retiredSeries(stats), {
     label: "Subjects retired over time by reason", xFormat: (x) => time(new Date(x).toISOString()), step: true,

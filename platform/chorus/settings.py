@@ -71,6 +71,8 @@ INSTALLED_APPS = [
     "machine",
     "web",
     "dashboards",
+    "builder",
+    "similarity",
 ]
 
 MIDDLEWARE = [
@@ -127,14 +129,17 @@ def _redis_db_url(url: str, db: int) -> str:
 CACHE_REDIS_URL = _redis_db_url(REDIS_URL, 1)
 # The live loop's hot state (engine state, posteriors, skills, events): db 2, rebuildable from PostgreSQL.
 HOT_STATE_REDIS_URL = _redis_db_url(REDIS_URL, 2)
+# Timeouts: a Redis that does not answer must not hold a request (throttles then count in-process).
+_CACHE_OPTIONS = {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2}
 CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": CACHE_REDIS_URL,
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-    }
+    "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": CACHE_REDIS_URL, "OPTIONS": _CACHE_OPTIONS},
+    # The same keys, for sessions only, ignoring Redis errors: cached_db then reads and writes the
+    # session in PostgreSQL alone while Redis is down (Django's cached_db re-raises a failed cache set).
+    "sessions": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": CACHE_REDIS_URL,
+                 "OPTIONS": _CACHE_OPTIONS | {"IGNORE_EXCEPTIONS": True}},
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_CACHE_ALIAS = "sessions"
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
@@ -149,7 +154,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # Separate queues: a long training on "ml" never delays applying a vote on "aggregation".
 CELERY_TASK_ROUTES = {"live.tasks.*": {"queue": "aggregation"}, "machine.tasks.*": {"queue": "ml"}}
 CELERY_BEAT_SCHEDULE = {
-    "requeue-unapplied": {"task": "live.tasks.requeue_unapplied", "schedule": 30.0},
+    # The last resort of recovery (workers also requeue from PostgreSQL whenever they connect).
+    "requeue-unapplied": {"task": "live.tasks.requeue_unapplied", "schedule": 10.0},
     "check-ingest": {"task": "live.tasks.check_ingest", "schedule": 300.0},
     "refit-skills": {"task": "live.tasks.refit_active_workflows", "schedule": float(os.environ.get("CHORUS_REFIT_SECONDS", 3600))},
     "refresh-queues": {"task": "live.tasks.refresh_queues", "schedule": 600.0},
@@ -188,8 +194,14 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Uploads: subject images are imported by a command, so the API only takes small JSON bodies.
+# Uploads: the API only takes small JSON bodies (DATA_UPLOAD_MAX_MEMORY_SIZE counts all but files).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CHORUS_MAX_BODY_BYTES", 256 * 1024))
+# The project builder's subject upload (projects/uploads.py): images and a manifest in one request,
+# refused from its Content-Length when over the total, and file by file as it streams in.
+UPLOAD_MAX_FILE_BYTES = int(os.environ.get("CHORUS_UPLOAD_MAX_FILE_BYTES", 50 * 1024 * 1024))
+UPLOAD_MAX_TOTAL_BYTES = int(os.environ.get("CHORUS_UPLOAD_MAX_TOTAL_BYTES", 1024 * 1024 * 1024))
+UPLOAD_MAX_FILES = int(os.environ.get("CHORUS_UPLOAD_MAX_FILES", 1000))
+DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES + 1  # the images and their manifest
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -213,6 +225,10 @@ REST_FRAMEWORK = {
         "login": os.environ.get("CHORUS_THROTTLE_LOGIN", "5/15m"),
         "login_address": os.environ.get("CHORUS_THROTTLE_LOGIN_ADDRESS", "30/15m"),
         "login_username": os.environ.get("CHORUS_THROTTLE_LOGIN_USERNAME", "100/h"),
+        # New anonymous volunteers (a request without a session cookie) per address
+        # (classifications.services.charge_new_anonymous_volunteer): a classroom of 30 behind one
+        # address starting at once; 200 cookieless requests no longer make 200 volunteers.
+        "new_anonymous": os.environ.get("CHORUS_THROTTLE_NEW_ANONYMOUS", "30/h"),
     },
     # The client address of the per-address throttles: REMOTE_ADDR, unless the server runs behind
     # CHORUS_NUM_PROXIES reverse proxies, whose X-Forwarded-For entries are then used. Never the
@@ -223,6 +239,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "classifications.api_errors.exception_handler",
 }
+
+# Gold feedback ("Experts said: ...") per volunteer per UTC day, on distinct gold subjects: enough to
+# learn from, too few to collect a project's gold set (classifications.services; docs/sybil.md).
+CHORUS_GOLD_FEEDBACK_PER_DAY = int(os.environ.get("CHORUS_GOLD_FEEDBACK_PER_DAY", "5"))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Chorus API",

@@ -1,5 +1,5 @@
 """Root URLs: the API under /api/, its schema and docs, the Django admin, sign-in, the dashboards' data
-and actions under /dashboards/, and the browser pages."""
+and actions under /dashboards/, the project builder under /builder/, and the browser pages."""
 
 from django.conf import settings
 from django.contrib import admin
@@ -22,6 +22,8 @@ urlpatterns = [
     path("accounts/login/", sign_in.LoginView.as_view(), name="login"),  # failed sign-ins throttled
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboards/", include("dashboards.urls")),
+    path("builder/", include("builder.urls")),
+    path("", include("similarity.urls")),  # its API under api/workflows/<id>/similarity/ and its page
     path("", include("web.urls")),
 ]
 

@@ -9,7 +9,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,7 +32,12 @@ from projects.models import Project, SubjectWorkflowState, Workflow
 
 
 def _volunteer(request: Request) -> services.Volunteer:
-    volunteer = services.volunteer_for_request(request, create=True)
+    try:
+        volunteer = services.volunteer_for_request(request, create=True)
+    except services.AnonymousVolunteerLimit as limit:  # an HTTP 429 with Retry-After; nothing written
+        raise Throttled(limit.wait, detail=(
+            "Too many new anonymous volunteers from this address. Keep the session cookie that "
+            "GET /api/session/ sets (one volunteer per browser), or sign in.")) from None
     if volunteer is None:  # no session middleware: a misconfigured deployment
         raise PermissionDenied("no session or token")
     return volunteer

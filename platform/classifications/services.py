@@ -4,6 +4,17 @@ A classification is always stored (Zooniverse keeps everything); it *counts* tow
 only when it is this volunteer's first look at a subject that was not retired. The idempotency key
 is unique per volunteer: re-sending the same key returns the stored classification and changes
 nothing.
+
+Two bounds keep one client from buying influence or the gold set (issue 25; docs/sybil.md):
+
+- New anonymous volunteers per client address (``CHORUS_THROTTLE_NEW_ANONYMOUS``, default 30 an
+  hour; counted and addressed as the throttles count and address, through ``CHORUS_NUM_PROXIES``
+  trusted proxies, in this process's counters while Redis cannot be reached). Over it a request
+  that would need a new one is refused (``AnonymousVolunteerLimit``, an HTTP 429) and no row is
+  written; a client that keeps its session cookie never needs a new one.
+- Gold feedback: only in the answer to a stored classification, at the workflow's rate, and at
+  most ``CHORUS_GOLD_FEEDBACK_PER_DAY`` (default 5) distinct gold subjects per volunteer per UTC
+  day, decided from the stored classifications alone, so a re-sent key gets the same answer.
 """
 
 from __future__ import annotations
@@ -14,9 +25,10 @@ import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest
@@ -24,6 +36,7 @@ from django.utils import timezone
 
 from classifications.models import Classification, Volunteer
 from classifications.signals import classifications_stored
+from classifications.throttles import FixedWindowRedisThrottle
 from projects.models import SubjectWorkflowState, Workflow
 from projects.task_tree import validate_annotations
 
@@ -48,8 +61,42 @@ def volunteer_for_user(user: AbstractBaseUser) -> Volunteer:
         return volunteer
 
 
+class AnonymousVolunteerLimit(Exception):
+    """This address has had its budget of new anonymous volunteers for the window (an HTTP 429):
+    ``wait`` seconds until the next window."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"too many new anonymous volunteers from this address; try again in {wait:.0f} s")
+        self.wait = wait
+
+
+class NewAnonymousVolunteerThrottle(FixedWindowRedisThrottle):
+    """The budget of new anonymous volunteers per client address (rate "new_anonymous",
+    ``CHORUS_THROTTLE_NEW_ANONYMOUS``): the throttles' own counting (Redis fixed windows, this
+    process's counters while Redis cannot be reached) and address (REMOTE_ADDR, or the
+    X-Forwarded-For entry that ``CHORUS_NUM_PROXIES`` trusted proxies give, never the header as the
+    client sent it). Charged by ``charge_new_anonymous_volunteer``, not by every request."""
+
+    scope = "new_anonymous"
+
+    def ident_for(self, request: Any) -> str | None:
+        return self.get_ident(request)
+
+
+def charge_new_anonymous_volunteer(request: HttpRequest) -> None:
+    """Count one new anonymous volunteer against the request's address; raises
+    ``AnonymousVolunteerLimit`` when the address is over its budget (nothing is created then)."""
+    budget = NewAnonymousVolunteerThrottle()
+    if not budget.allow_request(request, None):
+        raise AnonymousVolunteerLimit(budget.wait())
+
+
 def volunteer_for_request(request: HttpRequest, create: bool = True) -> Volunteer | None:
-    """The request's volunteer: the signed-in user's, or the anonymous one kept in the session."""
+    """The request's volunteer: the signed-in user's, or the anonymous one kept in the session.
+
+    A new anonymous volunteer is charged to the request's address first: over the address's budget
+    this raises ``AnonymousVolunteerLimit`` and creates nothing.
+    """
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return volunteer_for_user(user)
@@ -63,6 +110,7 @@ def volunteer_for_request(request: HttpRequest, create: bool = True) -> Voluntee
             return volunteer
     if not create:
         return None
+    charge_new_anonymous_volunteer(request)
     volunteer = Volunteer.objects.create()
     session[SESSION_VOLUNTEER_KEY] = volunteer.pk
     return volunteer
@@ -179,14 +227,57 @@ def _check_payload(volunteer: Volunteer, data: dict[str, Any]) -> tuple[Workflow
     return workflow, state, annotations
 
 
-def _gold_feedback(workflow: Workflow, state: SubjectForSubmission, volunteer: Volunteer) -> dict | None:
-    """The experts' answers, shown only after answering, at the workflow's rate (stable per pair)."""
+def _feedback_drawn(volunteer_id: int, subject_id: int, rate: float) -> bool:
+    """Whether this volunteer is one of the share ``rate`` of volunteers shown this gold subject's
+    answers (stable per pair, so asking again never draws again)."""
+    digest = hashlib.sha256(f"{volunteer_id}:{subject_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < rate
+
+
+def _within_daily_gold_feedback(volunteer_id: int, classifications: list[Classification]) -> set[int]:
+    """Of these stored classifications of one volunteer (on gold subjects, drawn for feedback), the
+    ids that may show it: each UTC day, feedback goes to the first ``CHORUS_GOLD_FEEDBACK_PER_DAY``
+    distinct gold subjects drawn for it that the volunteer classified that day, in the order stored.
+    Decided from the stored rows alone (one query), so a re-sent key gets the same answer and a batch
+    of junk on gold subjects gets no more than the cap."""
+    cap = int(settings.CHORUS_GOLD_FEEDBACK_PER_DAY)
+    if cap <= 0 or not classifications:
+        return set()
+    days = sorted({c.created_at.astimezone(UTC).date() for c in classifications})
+    start = datetime(days[0].year, days[0].month, days[0].day, tzinfo=UTC)
+    end = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=UTC) + timedelta(days=1)
+    wanted = {c.pk for c in classifications}
+    rows = (
+        Classification.objects.filter(volunteer_id=volunteer_id, is_gold=True, created_at__gte=start,
+                                      created_at__lt=end, pk__lte=max(wanted))
+        .order_by("pk")
+        .values_list("pk", "workflow_id", "subject_id", "created_at", "workflow__gold_feedback_rate")
+    )
+    shown: dict[Any, set[tuple[int, int]]] = {}
+    allowed: set[int] = set()
+    for pk, workflow_id, subject_id, created_at, rate in rows:
+        day = shown.setdefault(created_at.astimezone(UTC).date(), set())
+        pair = (workflow_id, subject_id)
+        if pair not in day and len(day) < cap and _feedback_drawn(volunteer_id, subject_id, rate):
+            day.add(pair)
+        if pk in wanted and pair in day:
+            allowed.add(pk)
+    return allowed
+
+
+def _gold_feedback_many(volunteer: Volunteer, stored: list[tuple[Classification, Workflow, SubjectForSubmission]]) -> list[dict | None]:
+    """The experts' answers for each stored classification: only in the answer to a classification
+    already stored, only on a gold subject, at the workflow's rate, and within the volunteer's daily
+    cap (``_within_daily_gold_feedback``), so that no session can collect the gold set."""
+    drawn = [c for c, workflow, state in stored
+             if state.is_gold and state.gold and _feedback_drawn(volunteer.pk, state.subject_id, workflow.gold_feedback_rate)]
+    allowed = _within_daily_gold_feedback(volunteer.pk, drawn)
+    return [_gold_answers(workflow, state) if c.pk in allowed else None for c, workflow, state in stored]
+
+
+def _gold_answers(workflow: Workflow, state: SubjectForSubmission) -> dict:
+    """The feedback itself: the gold answers and a sentence naming them."""
     gold = state.gold
-    if not state.is_gold or not gold:
-        return None
-    digest = hashlib.sha256(f"{volunteer.pk}:{state.subject_id}".encode()).digest()
-    if int.from_bytes(digest[:4], "big") / 2**32 >= workflow.gold_feedback_rate:
-        return None
     tasks = workflow.tasks["tasks"]
     labels = []
     for key, value in gold.items():
@@ -207,7 +298,7 @@ def _replay(existing: Classification, data: dict[str, Any]) -> SubmissionResult:
             {"idempotency_key": ["this key was already used for another subject; use a new key per classification"]}
         )
     state = _subject_for_submission(existing.workflow_id, existing.volunteer_id, existing.subject_id)
-    return SubmissionResult(existing, False, _gold_feedback(existing.workflow, state, existing.volunteer))
+    return SubmissionResult(existing, False, _gold_feedback_many(existing.volunteer, [(existing, existing.workflow, state)])[0])
 
 
 def submit_classification(volunteer: Volunteer, data: dict[str, Any]) -> SubmissionResult:
@@ -264,8 +355,10 @@ def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys
     results: dict[int, SubmissionResult] = {}
     if fresh:
         stored_now = _store(volunteer, [(items[index], *check) for index, check in fresh])
-        for (index, (workflow, state, _)), classification in zip(fresh, stored_now, strict=True):
-            results[index] = SubmissionResult(classification, True, _gold_feedback(workflow, state, volunteer))
+        feedback = _gold_feedback_many(
+            volunteer, [(c, workflow, state) for (_, (workflow, state, _)), c in zip(fresh, stored_now, strict=True)])
+        for (index, _), classification, gold in zip(fresh, stored_now, feedback, strict=True):
+            results[index] = SubmissionResult(classification, True, gold)
         new_ids = [classification.pk for classification in stored_now]
         workflow_ids = sorted({classification.workflow_id for classification in stored_now})
         # In autocommit (the API) the statement has committed and this runs now; inside a caller's

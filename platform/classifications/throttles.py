@@ -11,16 +11,25 @@ one username from one address (``login``: a guesser is stopped; the account's ow
 one address over all usernames (``login_address``: trying many accounts), one username from every
 address (``login_username``: a distributed guess at one account; higher, since reaching it locks the
 account's owner out too until the window ends).
+
+Redis down degrades, it does not fail: PostgreSQL, not Redis, is where a vote must get to, so while
+Redis cannot be reached (refused, timed out, still loading its data after a restart) every throttle
+counts in this process instead (the same limits, per process: a client spread over N web processes
+gets at most N times its rate) and Redis is tried again after ``REDIS_RETRY_SECONDS``; a warning is
+logged, at most every ``WARNING_SECONDS``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
 if TYPE_CHECKING:  # rest_framework.views imports this module while it loads its settings
@@ -32,6 +41,110 @@ SESSION_VOLUNTEER_KEY = "chorus_volunteer_id"
 
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])")
+
+logger = logging.getLogger(__name__)
+
+REDIS_RETRY_SECONDS = 1.0
+WARNING_SECONDS = 10.0
+LOCAL_MAX_KEYS = 100_000
+
+
+class LocalCounters:
+    """Fixed-window counters in this process's memory: the throttles' fallback while Redis is down.
+    Keys carry their window, so an entry only needs to live as long as its window (``ttl``)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, key: str, amount: int, ttl: float) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._counts) >= LOCAL_MAX_KEYS:
+                self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+                if len(self._counts) >= LOCAL_MAX_KEYS:  # all live: forget them rather than grow
+                    self._counts.clear()
+            expires, count = self._counts.get(key, (0.0, 0))
+            if expires <= now:
+                expires, count = now + ttl, 0
+            self._counts[key] = (expires, count + amount)
+            return count + amount
+
+    def get(self, key: str) -> int:
+        with self._lock:
+            expires, count = self._counts.get(key, (0.0, 0))
+            return count if expires > time.monotonic() else 0
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._counts.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+local_counters = LocalCounters()
+_redis_state = {"down_until": 0.0, "warned_at": -WARNING_SECONDS}
+_redis_state_lock = threading.Lock()
+
+
+def throttle_redis() -> Any | None:
+    """The throttles' Redis client, or None while it was found unreachable in the last
+    ``REDIS_RETRY_SECONDS`` (then this process counts alone: ``local_counters``)."""
+    if time.monotonic() < _redis_state["down_until"]:
+        return None
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def redis_failed(error: Exception) -> None:
+    """Note that Redis did not answer a throttle: count locally for a while, warn now and then."""
+    now = time.monotonic()
+    with _redis_state_lock:
+        _redis_state["down_until"] = now + REDIS_RETRY_SECONDS
+        warn = now - _redis_state["warned_at"] >= WARNING_SECONDS
+        if warn:
+            _redis_state["warned_at"] = now
+    if warn:
+        logger.warning("throttles: Redis unreachable (%s: %s); counting in this process, retrying in %.0f s",
+                       type(error).__name__, error, REDIS_RETRY_SECONDS)
+
+
+def _incr(key: str, amount: int, ttl: int) -> int:
+    """Add ``amount`` to a window's counter (Redis, or this process while Redis is down)."""
+    client = throttle_redis()
+    if client is not None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incrby(key, amount)
+            pipe.expire(key, ttl)
+            count, _ = pipe.execute()
+            return int(count)
+        except RedisError as error:
+            redis_failed(error)
+    return local_counters.incr(key, amount, ttl)
+
+
+def _get(key: str) -> int:
+    client = throttle_redis()
+    if client is not None:
+        try:
+            return int(client.get(key) or 0)
+        except RedisError as error:
+            redis_failed(error)
+    return local_counters.get(key)
+
+
+def _delete(key: str) -> None:
+    local_counters.delete(key)
+    client = throttle_redis()
+    if client is not None:
+        try:
+            client.delete(key)
+        except RedisError as error:
+            redis_failed(error)
 
 
 class FixedWindowRedisThrottle(SimpleRateThrottle):
@@ -59,18 +172,13 @@ class FixedWindowRedisThrottle(SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
-        from django_redis import get_redis_connection
-
         now = time.time()
         window = int(now // self.duration)
         self.window_ends = (window + 1) * self.duration
-        pipe = get_redis_connection("default").pipeline(transaction=False)
         # A view may charge more than one per request: a batch counts its classifications, so 50 per
         # request do not multiply a volunteer's rate by 50.
         cost = view.throttle_cost(request) if hasattr(view, "throttle_cost") else 1
-        pipe.incrby(f"{key}:{window}", cost)
-        pipe.expire(f"{key}:{window}", int(self.duration) + 1)
-        count, _ = pipe.execute()
+        count = _incr(f"{key}:{window}", cost, int(self.duration) + 1)
         self.now = now
         return count <= self.num_requests
 
@@ -121,24 +229,17 @@ class LoginFailureThrottle(FixedWindowRedisThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
-        from django_redis import get_redis_connection
-
         self.now = time.time()
         window = int(self.now // self.duration)
         self.window_ends = (window + 1) * self.duration
-        return int(get_redis_connection("default").get(f"{key}:{window}") or 0) < self.num_requests
+        return _get(f"{key}:{window}") < self.num_requests
 
     def record_failure(self, request: Request) -> None:
         key = self.get_cache_key(request, None) if self.rate is not None else None
         if key is None:
             return
-        from django_redis import get_redis_connection
-
         window = int(time.time() // self.duration)
-        pipe = get_redis_connection("default").pipeline(transaction=False)
-        pipe.incr(f"{key}:{window}")
-        pipe.expire(f"{key}:{window}", int(self.duration) + 1)
-        pipe.execute()
+        _incr(f"{key}:{window}", 1, int(self.duration) + 1)
 
 
 class LoginThrottle(LoginFailureThrottle):
@@ -154,9 +255,7 @@ class LoginThrottle(LoginFailureThrottle):
         """A successful sign-in clears this pair's count (never the address's or the username's)."""
         key = self.get_cache_key(request, None) if self.rate is not None else None
         if key is not None:
-            from django_redis import get_redis_connection
-
-            get_redis_connection("default").delete(f"{key}:{int(time.time() // self.duration)}")
+            _delete(f"{key}:{int(time.time() // self.duration)}")
 
 
 class LoginAddressThrottle(LoginFailureThrottle):

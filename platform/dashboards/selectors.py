@@ -13,6 +13,7 @@ from typing import Any
 from django.apps import apps
 from django.core.cache import cache
 from django.db.models import Count, Min, QuerySet
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
@@ -20,7 +21,7 @@ from classifications.models import Classification
 from live import hot_state
 from live.models import WorkflowAggregation
 from live.selectors import workflow_statistics
-from live.services import RISK_KEY
+from live.services import RISK_KEY, VALUE_KEY
 from projects.models import AdminAction, SubjectWorkflowState, Workflow
 
 STATISTICS_CACHE_SECONDS = 4
@@ -289,6 +290,162 @@ def projection(workflow: Workflow, subjects: int, retired: int, now: datetime) -
     return result
 
 
+# --- the running tally: human votes against a fixed-N majority, accuracy against known answers ----------
+
+# A subject's known answers, for measuring only (never given to the engine): its gold answers, and
+# hidden metadata ``#truth.<task>`` (a manifest column of that name: hidden from volunteers like
+# every '#' column). Gold subjects never retire, so the accuracy of *retired* subjects rests on the
+# hidden truth where a project has one (the demo's galaxies carry their GZ1 class as ``#truth.T0``
+# and, for disks, ``#truth.T1``).
+TRUTH_PREFIX = "#truth."
+CROWD_KINDS = ("consensus", "limit")  # retired by the humans' votes alone; "machine": by the CNN
+
+
+def fixed_n(workflow: Workflow) -> dict[str, Any]:
+    """The N of the fixed-N majority the tally compares with: the workflow's budget, the most
+    classifications a subject takes before it retires anyway (``limit``): 40 by default, Galaxy Zoo
+    2's votes per galaxy (``aggregation.defaults.BUDGET``); under the first-question rule, its
+    policy's ``max``."""
+    from aggregation import defaults
+    from live.engine import engine_config
+
+    try:
+        retirement = engine_config(workflow.retirement or {}, workflow.tasks)["retirement"]
+    except ValueError:  # a stored setting the engine refuses: the default budget
+        retirement = {"scope": "workflow", "budget": defaults.BUDGET}
+    if retirement["scope"] == "workflow":
+        n, where = int(retirement["budget"]), "the workflow's budget"
+    else:
+        maxima = [int(r["n"]) for r in retirement["policy"]["rules"] if r.get("type") == "max_classifications"]
+        n, where = (min(maxima), "the policy's max") if maxima else (defaults.BUDGET, "the policy has no max")
+    if n == defaults.BUDGET:
+        where += ": Galaxy Zoo 2's votes per galaxy"
+    return {"n": n, "source": where}
+
+
+def known_answers(metadata: dict | None, gold: dict | None) -> dict[str, Any]:
+    """A subject's known answers by task: its hidden ``#truth.<task>`` metadata, and its gold answers
+    (which win where both give one). Cells that are not whole numbers are left out."""
+    out: dict[str, Any] = {}
+    for column, raw in (metadata or {}).items():
+        if not column.startswith(TRUTH_PREFIX) or raw in ("", None):
+            continue
+        try:
+            out[column.removeprefix(TRUTH_PREFIX)] = int(raw)
+        except (TypeError, ValueError):
+            continue
+    return out | {k: v for k, v in (gold or {}).items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _json(value: Any) -> Any:
+    """A JSON key transform's value: psycopg may hand it back as text (Django's JSONField decodes its own)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _map_answer(posterior: Any) -> int | None:
+    if not isinstance(posterior, list) or not posterior or not all(isinstance(p, (int, float)) for p in posterior):
+        return None
+    return max(range(len(posterior)), key=lambda i: posterior[i])
+
+
+def _share(right: int, scored: int) -> dict[str, Any]:
+    return {"scored": scored, "right": right, "accuracy": right / scored if scored else None}
+
+
+class _Group:
+    """One group's running totals (retired subjects, human votes, known answers scored)."""
+
+    def __init__(self) -> None:
+        self.retired = self.human_votes = self.scored = self.right = 0
+        self.by_task: dict[str, list[int]] = {}
+
+    def add(self, human_votes: int, verdicts: dict[str, bool]) -> None:
+        self.retired += 1
+        self.human_votes += human_votes
+        if verdicts:
+            self.scored += 1
+            self.right += all(verdicts.values())
+            for task, ok in verdicts.items():
+                counts = self.by_task.setdefault(task, [0, 0])
+                counts[0] += 1
+                counts[1] += ok
+
+    def summary(self, n: int) -> dict[str, Any]:
+        fixed = n * self.retired
+        return {
+            "retired": self.retired,
+            "human_votes": self.human_votes,
+            "votes_per_subject": self.human_votes / self.retired if self.retired else None,
+            "fixed_n_votes": fixed,
+            "saved": fixed - self.human_votes,
+            "fewer": fixed / self.human_votes if self.human_votes else None,
+            "accuracy": _share(self.right, self.scored) | {
+                "by_task": {task: _share(right, scored) for task, (scored, right) in sorted(self.by_task.items())},
+            },
+        }
+
+
+def running_tally(workflow: Workflow) -> dict[str, Any]:
+    """The dashboard's running tally over the subjects retired so far.
+
+    - Human votes: counted classifications by people (not the machine's) of the retired subjects,
+      against ``fixed_n`` votes for each, what a fixed-N majority (Galaxy Zoo's way) would have spent
+      on them; ``fewer`` is that ratio.
+    - Accuracy: each retired subject's most probable answer to every question it has a known
+      answer for (``known_answers``), right when all are; by task too.
+    - Groups: ``crowd``, the subjects the humans' votes retired (consensus, limit: the crowd alone);
+      ``machine``, those the CNN retired; ``all``, every retired subject (the crowd with the machine).
+    ``human_votes_total`` counts the people's counted votes on every subject, retired or not, gold
+    included.
+    """
+    n = fixed_n(workflow)
+    questions = {key for key, task in workflow.tasks["tasks"].items() if task.get("type") == "single"}
+    machine_ids: set[int] = set()
+    selectors = machine_selectors()
+    if selectors is not None:
+        machine_ids = selectors.machine_volunteer_ids(workflow.pk)
+    counted = Classification.objects.filter(workflow=workflow, counts=True)
+    machine_counted: dict[int, int] = {}
+    if machine_ids:
+        for subject_id, k in (counted.filter(volunteer_id__in=machine_ids).values_list("subject_id")
+                              .annotate(k=Count("id")).order_by()):
+            machine_counted[subject_id] = k
+    groups = {"crowd": _Group(), "machine": _Group(), "all": _Group()}
+    # Only what the tally reads of the JSON columns: each question's posterior, truth cell and gold answer.
+    keys = sorted(questions)
+    columns = {}
+    for i, key in enumerate(keys):
+        columns |= {f"p{i}": KeyTransform(key, "posterior"), f"t{i}": KeyTextTransform(TRUTH_PREFIX + key, "subject__metadata"),
+                    f"g{i}": KeyTransform(key, "subject__gold")}
+    retired = (
+        SubjectWorkflowState.objects.filter(workflow=workflow, status=SubjectWorkflowState.Status.RETIRED)
+        .annotate(**columns).values_list("subject_id", "retirement_reason", "classification_count", *columns)
+    )
+    for subject_id, reason, count, *cells in retired.iterator(chunk_size=2000):
+        human = max(0, count - machine_counted.get(subject_id, 0))
+        posterior = {key: _json(cells[3 * i]) for i, key in enumerate(keys)}
+        truth = known_answers({TRUTH_PREFIX + key: cells[3 * i + 1] for i, key in enumerate(keys)},
+                              {key: _json(cells[3 * i + 2]) for i, key in enumerate(keys) if cells[3 * i + 2] is not None})
+        verdicts = {k: _map_answer(posterior.get(k)) == v for k, v in truth.items()}
+        kind = reason_parts(reason)[0]
+        groups["all"].add(human, verdicts)
+        if kind in CROWD_KINDS:
+            groups["crowd"].add(human, verdicts)
+        elif kind == "machine":
+            groups["machine"].add(human, verdicts)
+    human_total = counted.exclude(volunteer_id__in=machine_ids).count() if machine_ids else counted.count()
+    return {
+        "fixed_n": n,
+        "groups": {name: group.summary(n["n"]) for name, group in groups.items()},
+        "human_votes_total": human_total,
+    }
+
+
 def dashboard_statistics(workflow: Workflow) -> dict[str, Any]:
     """Everything the dashboard charts; cached a few seconds, since every open dashboard polls it."""
     cache_key = f"chorus:dashboard:{workflow.pk}"
@@ -305,6 +462,7 @@ def dashboard_statistics(workflow: Workflow) -> dict[str, Any]:
         "classifications_per_hour": classifications_per_hour(workflow, now),
         "projection": projection(workflow, base["subjects"], base["retired"], now),
         "model": current_model(workflow),
+        "tally": running_tally(workflow),
     }
     cache.set(cache_key, stats, STATISTICS_CACHE_SECONDS)
     return stats
@@ -417,6 +575,7 @@ def subject_detail(workflow: Workflow, state: SubjectWorkflowState) -> dict[str,
             "priority": state.priority,
         },
         "retirement": _retirement(state.retirement_reason) if state.retirement_reason else None,
+        "queue": queue_standing(workflow, state, posterior),
         "scope": (workflow.retirement or {}).get("scope", "workflow"),
         "risk": task_risks(workflow, posterior),
         "images": [{"url": image.file.url, "width": image.width, "height": image.height} for image in subject.images.all()],
@@ -430,6 +589,76 @@ def subject_detail(workflow: Workflow, state: SubjectWorkflowState) -> dict[str,
         },
         "classifications": rows,
     }
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n:,}{suffix}"
+
+
+def queue_standing(workflow: Workflow, state: SubjectWorkflowState, posterior: dict) -> dict[str, Any]:
+    """Why the queue serves this subject when it does (docs/queue.md): its place among the active
+    subjects by priority, the priority's two terms (its value for humans, in bits, and the machine's
+    term, the rank of its acquisition score), the acquisition score of the latest prediction and the
+    version that made it, or that it was drawn at random to explore; ``text`` says it in a sentence."""
+    from projects.services import fresh_value
+
+    active = SubjectWorkflowState.objects.filter(workflow=workflow, status=SubjectWorkflowState.Status.ACTIVE)
+    value = posterior.get(VALUE_KEY)
+    seen = isinstance(value, (int, float))
+    value = float(value) if seen else fresh_value(workflow)
+    prediction = None
+    selectors = machine_selectors()
+    if selectors is not None:
+        machine_ids = selectors.machine_volunteer_ids(workflow.pk)
+        prediction = (
+            Classification.objects.filter(workflow=workflow, subject_id=state.subject_id, volunteer_id__in=machine_ids)
+            .order_by("-id").values_list("metadata__acquisition", "metadata__model_version").first()
+        ) if machine_ids else None
+    acquisition, version = prediction if prediction else (None, None)
+    method = None
+    if acquisition is not None:
+        from machine.config import machine_settings
+
+        method = machine_settings(workflow)["acquisition"]
+    out: dict[str, Any] = {
+        "status": state.status,
+        "priority": state.priority,
+        "rank": None,
+        "active": active.count(),
+        "value": value,
+        "value_seen": seen,
+        "machine_score": state.machine_score,
+        "acquisition": acquisition,
+        "acquisition_method": method,
+        "model_version": version,
+        "explored": acquisition is not None and state.machine_score is None and not state.is_gold,
+    }
+    if state.status == SubjectWorkflowState.Status.RETIRED:
+        out["text"] = ("Retired: no longer served to count; a volunteer who has seen every active subject may still "
+                       "get it, uncounted.")
+        return out
+    out["rank"] = active.filter(priority__gt=state.priority).count() + 1
+    place = (f"Served {_ordinal(out['rank'])} of {out['active']:,} active subjects to a volunteer who has seen none of them "
+             f"(priority {state.priority:.3f}, highest first)")
+    if state.is_gold:
+        out["text"] = f"{place}. A gold subject: worth nothing to the engine (its answers are known), never retired."
+        return out
+    why = f"its value for humans, {value:.3f} bits" + ("" if seen else " (nobody has classified it yet)")
+    if out["explored"]:
+        machine = ("no machine term: the machine's last ranking drew it at random to explore (a random priority, "
+                   "until its next classification)")
+    elif state.machine_score is not None and acquisition is not None:
+        machine = (f"plus the machine's term {state.machine_score:.3f}: the rank of its acquisition score "
+                   f"({method}) {acquisition:.4f}, from model version {version}, among the active subjects")
+    elif state.machine_score is not None:
+        machine = f"plus the machine's term {state.machine_score:.3f}"
+    elif selectors is not None and selectors.current_model(workflow) is not None:
+        machine = "the model serving has not predicted it yet: no machine term"
+    else:
+        machine = "no model version ranks the queue yet"
+    out["text"] = f"{place}: {why}; {machine}."
+    return out
 
 
 def _retirement(reason: str) -> dict[str, Any]:

@@ -111,8 +111,9 @@ def update_retirement_settings(workflow: Workflow, settings: dict, user: Any) ->
     change nothing: neither the workflow's settings nor the config its log is applied with."""
     from live.services import reset_engine_config
 
-    # The form edits when subjects retire and the estimator; how the machine's answers enter stays as set.
-    settings = {k: v for k, v in (workflow.retirement or {}).items() if k == "machine_agents"} | settings
+    # The form edits when subjects retire and the estimator; how the machine's answers enter and how far
+    # new volunteers are trusted (half_trust, docs/sybil.md) stay as set.
+    settings = {k: v for k, v in (workflow.retirement or {}).items() if k in ("machine_agents", "half_trust")} | settings
     problems = engine_lib.validate_engine_config(settings, workflow.tasks)
     if problems:
         errors: dict[str, list[str]] = {}

@@ -35,6 +35,13 @@ T0_OF_CLASS = {0: 0, 1: 1, 2: 1, 3: 1, 4: 3, 5: 2}
 T1_OF_CLASS = {3: 0, 1: 1, 2: 2}
 
 
+def truth_cells(cls: int) -> list[object]:
+    """The hidden ``#truth.T0`` and ``#truth.T1`` cells of a galaxy of GZ1 class ``cls``: the answers the
+    dashboard's tally scores retired galaxies against (never given to the engine; class 4, "don't
+    know", has none, as it is never gold)."""
+    return ["" if cls == 4 else T0_OF_CLASS[cls], T1_OF_CLASS.get(cls, "")]
+
+
 def build_galaxies(rng: random.Random) -> None:
     """The 2,000 galaxies: a random sample of GZ1 outside the 48 of the small sample."""
     with open(HERE / "gz1" / "manifest.csv", encoding="utf-8") as handle:
@@ -48,7 +55,7 @@ def build_galaxies(rng: random.Random) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["external_id", "image", "gold.T0", "gold.T1", "#gz1_class", "survey"])
+        writer.writerow(["external_id", "image", "gold.T0", "gold.T1", "#gz1_class", "#truth.T0", "#truth.T1", "survey"])
         for i, (objid, cls) in enumerate(chosen):
             with Image.open(SHARED / "galaxies" / "gz1" / "images" / f"{objid}.jpeg") as image:
                 image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.LANCZOS).save(
@@ -58,7 +65,7 @@ def build_galaxies(rng: random.Random) -> None:
             is_gold = i in gold and cls != 4
             writer.writerow([
                 objid, f"{objid}.jpeg", T0_OF_CLASS[cls] if is_gold else "",
-                T1_OF_CLASS[cls] if is_gold and cls in T1_OF_CLASS else "", cls, "SDSS DR7",
+                T1_OF_CLASS[cls] if is_gold and cls in T1_OF_CLASS else "", cls, *truth_cells(cls), "SDSS DR7",
             ])
 
 

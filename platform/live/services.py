@@ -8,7 +8,15 @@ Design (why it never loses or double-counts a vote):
 - One applier per workflow at a time (a Redis lock), and a fencing token in PostgreSQL
   (``WorkflowAggregation.generation``): a batch commits only if the generation is still the one it
   started from, together with its ``applied_seq`` numbers and its retirements. A worker that lost its
-  lock (paused past the lock's timeout) fails to commit and changes nothing.
+  lock (paused past the lock's timeout) fails to commit and changes nothing. The lock is short and
+  renewed by a heartbeat, and names its holder (``hot_state.ApplierLock``): a killed holder's lock is
+  taken over at once on its host, within ``LOCK_SECONDS`` elsewhere.
+- Liveness never rests on Redis or the broker: unapplied classifications are found in PostgreSQL
+  (``applied_seq IS NULL``, a partial index). Whoever releases the lock looks there and goes on (or
+  queues a task) if anything waits; a worker requeues every unapplied workflow whenever it connects
+  to the broker (start, restart, reconnection after Redis came back: ``chorus.celery``); beat's
+  ``requeue_unapplied`` is the last resort. So submissions taken while Redis was down are applied
+  on their own once it returns.
 - Redis holds the engine state tagged with the version it was built from; after every committed batch
   the worker writes it. If a worker dies between the commit and the write, or Redis restarts, the
   next applier finds the version behind PostgreSQL's and rebuilds from the log.
@@ -30,7 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
@@ -44,9 +52,10 @@ from projects.services import link_subject_set
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-# Short, and extended after every batch: a worker killed while holding it blocks its workflow for at
-# most this long (the lock survives a Redis restart in the append-only file).
-LOCK_SECONDS = 15
+# The applier lock's TTL, renewed every third of it by the holder's heartbeat: a holder that died on
+# another host blocks its workflow at most this long (on its own host, not at all: see
+# hot_state.ApplierLock). The lock survives a Redis restart in the append-only file.
+LOCK_SECONDS = 3.0
 
 # A per-process copy of the last engine this worker built, keyed by its version. Only a shortcut:
 # it is used when PostgreSQL's version equals it, i.e. when it is exactly the state of the log.
@@ -177,6 +186,7 @@ class ApplyReport:
     batches: int = 0
     locked_out: bool = False
     more: bool = False  # stopped after MAX_BATCHES_PER_TASK with work left
+    retry_in: float = 0.0  # locked out: seconds until the holder's lock expires unless renewed
 
 
 def apply_pending(workflow_id: int) -> ApplyReport:
@@ -186,23 +196,22 @@ def apply_pending(workflow_id: int) -> ApplyReport:
         lock = hot_state.lock(workflow_id, LOCK_SECONDS)
         if not lock.acquire():
             # This task gives up the pending flag it was queued under, so that the next submission
-            # queues a task of its own: the holder may be a refit, a rebuild or a reset, which never
-            # look at the flag, and a flag left set would strand every vote until it expired (a
-            # benchmark stalled 10 minutes on it). Work already waiting makes the task retry (see
-            # live.tasks.apply_workflow) until the lock is free or expires; an applier holding it also
-            # drains what arrives meanwhile.
+            # queues a task of its own (a flag left set would strand every vote until it expired: a
+            # benchmark stalled 10 minutes on it). Whoever holds the lock looks for unapplied work when
+            # it lets go (below, and applier_lock); work already waiting makes one task watch the
+            # holder in case it dies (live.tasks.apply_workflow retries when its lock would expire).
             hot_state.clear_pending(workflow_id)
             report.locked_out = True
+            report.retry_in = lock.remaining()
             return report
         try:
             hot_state.clear_pending(workflow_id)
             _drain(workflow_id, lock, report)
         finally:
-            try:
-                lock.release()
-            except Exception:  # noqa: BLE001 - the lock expired: the fence already protected the data
-                logger.warning("workflow %s: aggregation lock expired before release", workflow_id)
-        if report.more or not hot_state.is_pending(workflow_id):
+            lock.release()
+        # A classification stored after the last batch was read, whose task was locked out by this
+        # applier meanwhile, is found here, in PostgreSQL, whether or not its flag is still set.
+        if report.more or not (hot_state.is_pending(workflow_id) or has_unapplied(workflow_id)):
             return report
 
 
@@ -258,7 +267,8 @@ def _drain(workflow_id: int, lock: Any, report: ApplyReport) -> None:
             return
         if time.monotonic() - _ENGINE_SAVED_AT.get(workflow_id, -math.inf) > ENGINE_SAVE_SECONDS:
             _save_engine(workflow_id, engine, agg)
-        lock.extend(LOCK_SECONDS, replace_ttl=True)
+        if lock.lost:  # its heartbeat found it taken over: another applier goes on, the fence refuses ours
+            raise LostLock(f"workflow {workflow_id}: the applier lock was lost")
 
 
 def _apply_batch(
@@ -377,10 +387,31 @@ def applier_lock(workflow_id: int, wait_seconds: float) -> Iterator[Any]:
     try:
         yield lock
     finally:
+        lock.release()
+        # Tasks locked out meanwhile gave up: votes that arrived during a refit are applied now.
         try:
-            lock.release()
-        except Exception:  # noqa: BLE001 - the lock expired: the fence in PostgreSQL protected the data
-            logger.warning("workflow %s: applier lock expired before release", workflow_id)
+            waiting = has_unapplied(workflow_id)
+        except DatabaseError:  # the body's own error (if any) is the one to see; recovery requeues
+            waiting = False
+        if waiting:
+            queue_apply(workflow_id)
+
+
+def queue_apply(workflow_id: int) -> bool:
+    """Queue a task to apply the workflow, whatever its pending flag says; False (logged) when the
+    broker cannot be reached: the next connection of a worker, or beat, requeues it from PostgreSQL."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from live.tasks import apply_workflow
+
+    try:
+        hot_state.mark_pending(workflow_id)
+        apply_workflow.delay(workflow_id)
+        return True
+    except (RedisError, OperationalError) as exc:
+        logger.warning("workflow %s: could not queue its application (%s); it is requeued from PostgreSQL later", workflow_id, exc)
+        return False
 
 
 def refit_workflow(workflow_id: int) -> int:
@@ -498,20 +529,24 @@ def _difference(a: Any, b: Any) -> float:
     return 0.0 if a == b else float("inf")
 
 
-def requeue_unapplied(older_than_seconds: float = 30.0) -> list[int]:
-    """Recovery: queue every workflow with a classification left unapplied (a worker killed mid-task,
-    Redis restarted, the broker down at submission). Returns the workflows queued."""
-    from live.tasks import apply_workflow
-
+def requeue_unapplied(older_than_seconds: float = 10.0) -> list[int]:
+    """Recovery: queue every workflow with a classification left unapplied for ``older_than_seconds``
+    whose applier committed nothing for as long (a worker killed mid-task, Redis restarted, the broker
+    down at submission); a workflow that is being applied, however far behind, is left to its applier.
+    Found in PostgreSQL, so it works whatever Redis lost. Returns the workflows queued."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     workflow_ids = list(
-        Classification.objects.filter(applied_seq__isnull=True, created_at__lt=cutoff).order_by().values_list("workflow_id", flat=True).distinct()
+        Classification.objects.filter(applied_seq__isnull=True, created_at__lte=cutoff).order_by().values_list("workflow_id", flat=True).distinct()
     )
+    busy = set(WorkflowAggregation.objects.filter(workflow_id__in=workflow_ids, last_applied_at__gt=cutoff).values_list("workflow_id", flat=True))
+    queued = []
     for workflow_id in workflow_ids:
+        if workflow_id in busy and older_than_seconds > 0:
+            continue
         logger.warning("workflow %s: unapplied classifications older than %.0f s; re-queued", workflow_id, older_than_seconds)
-        hot_state.mark_pending(workflow_id)
-        apply_workflow.delay(workflow_id)
-    return workflow_ids
+        if queue_apply(workflow_id):
+            queued.append(workflow_id)
+    return queued
 
 
 def check_ingest(quiet_minutes: float = 15.0) -> dict[str, Any]:

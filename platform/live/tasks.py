@@ -1,8 +1,10 @@
 """Celery tasks of the live loop (queue "aggregation"): thin wrappers around live.services.
 
 Tasks are idempotent (applying twice finds nothing unapplied the second time), acknowledged late
-(a killed worker's task is delivered again), and retried with exponential backoff when PostgreSQL
-or Redis is briefly unavailable.
+(a killed worker's task is delivered again), and retried with a short exponential backoff (at most
+``RETRY_BACKOFF_MAX`` seconds: the live loop's lag) when PostgreSQL, Redis or the broker is briefly
+unavailable. A retry the broker refuses (it is down) drops the task; nothing is lost by that, since
+unapplied classifications are found again in PostgreSQL when a worker reconnects (``chorus.celery``).
 """
 
 from __future__ import annotations
@@ -11,26 +13,31 @@ from dataclasses import asdict
 
 from celery import shared_task
 from django.db import DatabaseError
+from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from live import services
 from projects.models import Workflow
 
-RETRYABLE = (DatabaseError, RedisError, services.LostLock, ConnectionError)
-LOCKED_OUT_RETRIES = 60
+RETRYABLE = (DatabaseError, RedisError, OperationalError, services.LostLock, ConnectionError)
+RETRY_BACKOFF_MAX = 4
+LOCKED_OUT_RETRIES = 100
 
 
-@shared_task(bind=True, acks_late=True, autoretry_for=RETRYABLE, retry_backoff=True, retry_backoff_max=60, max_retries=None)
+@shared_task(bind=True, acks_late=True, autoretry_for=RETRYABLE, retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX, max_retries=None)
 def apply_workflow(self, workflow_id: int) -> dict:  # noqa: ANN001 - Celery's bound task
     report = services.apply_pending(workflow_id)
     if report.more:
         apply_workflow.delay(workflow_id)  # behind the other workflows' tasks already queued
-    if report.locked_out and services.has_unapplied(workflow_id) and self.request.retries < LOCKED_OUT_RETRIES:
-        # Work is waiting and another worker holds the lock: a refit that will not apply it, or an
-        # applier that died holding it; try again until the lock is free or expires (LOCK_SECONDS).
-        # The check runs after apply_pending gave up the pending flag: a vote stored later queues
-        # its own task.
-        raise self.retry(countdown=2, max_retries=LOCKED_OUT_RETRIES)
+    if report.locked_out and self.request.retries < LOCKED_OUT_RETRIES and services.has_unapplied(workflow_id):
+        # Work is waiting and another worker holds the lock. A live holder applies it when it lets
+        # go (an applier looks in PostgreSQL, a refit queues a task), so only the holder's death
+        # needs watching: one task (the first to claim the watch) retries just after the holder's
+        # lock would expire unless renewed, and then takes it over. The others end here. The check
+        # runs after apply_pending gave up the pending flag: a vote stored later queues its own task.
+        countdown = max(0.2, report.retry_in) + 0.1
+        if services.hot_state.claim_watch(workflow_id, countdown):
+            raise self.retry(countdown=countdown, max_retries=LOCKED_OUT_RETRIES)
     return asdict(report)
 
 

@@ -50,6 +50,7 @@ from machine.config import machine_settings, question_settings
 from machine.models import ModelVersion
 from machine.selectors import ancestor_versions, current_model
 from projects.models import SubjectWorkflowState
+from similarity.queue import restore_sent_first
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def predict_unretired(version_id: int, on_batch: Callable[[], None] | None = Non
         report["predicted"] += len(rows)
         report["counted"] += len(counted)
     explored = priorities.update_priorities(workflow, scores, cfg["exploration_share"], seed=cfg["seed"] + version.version)
+    restore_sent_first(workflow)  # the subjects a scientist sent first keep their place (similarity.queue)
     report["explored"] = len(explored)
     logger.info("workflow %s: model v%s predicted %s", workflow.pk, version.version, report)
     return report

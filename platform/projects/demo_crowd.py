@@ -60,6 +60,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from projects.demo_options import positive_int, positive_rate
+
 DEMO_DATA_ROOT = Path(__file__).resolve().parents[1] / "demo_data"
 DEMO_PROJECT_SLUG = "galaxy-demo"  # the same as projects.services.DEMO_PROJECT_SLUG (no Django here)
 USER_AGENT = "chorus-demo-crowd/1 (simulated volunteer)"
@@ -72,28 +74,6 @@ PAGE = 10  # subjects asked for at a time
 
 class CrowdRefused(RuntimeError):
     """The crowd will not classify this workflow (not the demo's) or subject (no truth for it)."""
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1 (``--crowd``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least 1 simulated volunteer")
-    return value
-
-
-def positive_rate(text: str) -> float:
-    """argparse type: a finite number above 0 (``--crowd-rate``, classifications per second)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the rate must be a number of classifications per second above 0")
-    return value
 
 
 @dataclass

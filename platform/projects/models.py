@@ -1,13 +1,16 @@
-"""Data model of projects: Project, Workflow, SubjectSet, Subject and its images, and the
-per-workflow state of each subject (counts, status, retirement, priority in the queue)."""
+"""Data model of projects: Project, Workflow (and the history of its task trees, WorkflowVersion),
+SubjectSet, Subject and its images, and the per-workflow state of each subject (counts, status,
+retirement, priority in the queue)."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 from projects.task_tree import validate_task_tree
 
@@ -22,6 +25,8 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The scientist role: who may open the project builder (projects.authoring.grant_scientist).
+        permissions = [("build_projects", "Can create projects and workflows in the project builder")]
 
     def __str__(self) -> str:
         return self.title
@@ -50,6 +55,17 @@ class Workflow(models.Model):
     field_guide = models.JSONField(default=list, blank=True)
     tutorial = models.JSONField(default=list, blank=True)
     subject_sets = models.ManyToManyField("SubjectSet", related_name="workflows", blank=True)
+    # Versions as Zooniverse numbers them (projects/versioning.py says when each moves): a new major
+    # version of a launched workflow is a new workflow, linked to the one it replaces.
+    version_major = models.PositiveIntegerField(default=1, help_text="Moves when what an answer means changes.")
+    version_minor = models.PositiveIntegerField(default=0, help_text="Moves on help text, mark limits, mirror swaps.")
+    previous_version = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_version",
+        help_text="The workflow whose tree this one replaced (its earlier major version).",
+    )
+    launched_at = models.DateTimeField(
+        null=True, blank=True, help_text="First saved active: from then on volunteers may hold its tree.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -58,6 +74,21 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.name}"
+
+    @property
+    def version_text(self) -> str:
+        return f"{self.version_major}.{self.version_minor}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every path that turns a workflow on (the builder's launch, the admin's resume, the Django
+        # admin, create_workflow) marks it launched: a structural tree change after that makes a new
+        # version (projects.versioning), since a volunteer may be holding the tree.
+        if self.active and self.launched_at is None:
+            self.launched_at = timezone.now()
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "launched_at"}
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         errors = validate_task_tree(self.tasks)
@@ -70,6 +101,31 @@ class Workflow(models.Model):
             raise ValidationError({"retirement": problems})
         if not 0.0 <= self.gold_feedback_rate <= 1.0:
             raise ValidationError({"gold_feedback_rate": "must lie between 0 and 1"})
+
+
+class WorkflowVersion(models.Model):
+    """One saved task tree of a workflow, kept when it is replaced: what the volunteers of that time
+    saw (a workflow's classifications all share its major version; see projects/versioning.py)."""
+
+    class Change(models.TextChoices):
+        CREATED = "created"
+        MAJOR = "major"
+        MINOR = "minor"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    major = models.PositiveIntegerField()
+    minor = models.PositiveIntegerField()
+    tasks = models.JSONField()
+    change = models.CharField(max_length=16, choices=Change.choices)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workflow_id", "major", "minor"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "major", "minor"], name="unique_workflow_version")]
+
+    def __str__(self) -> str:
+        return f"workflow {self.workflow_id} version {self.major}.{self.minor}"
 
 
 class SubjectSet(models.Model):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import json
 import random
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +12,9 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from projects.manifest import ManifestError, inspect_image, read_manifest_file
 from projects.models import Project, Subject, SubjectImage, SubjectSet, SubjectWorkflowState, Workflow
 from projects.task_tree import validate_task_tree
 
@@ -84,10 +85,6 @@ DEMO_TASKS: dict = {
 }
 
 
-class ManifestError(ValueError):
-    """A manifest problem, with the line it was found on."""
-
-
 @dataclass
 class ImportReport:
     created: int = 0
@@ -95,68 +92,21 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _parse_gold(row: dict[str, str], line: int) -> dict | None:
-    gold: dict = {}
-    for column, raw in row.items():
-        if column.startswith("gold.") and raw not in ("", None):
-            try:
-                gold[column.removeprefix("gold.")] = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"line {line}: column {column}: {raw!r} is not a number or JSON") from error
-    return gold or None
-
-
 def read_manifest(manifest: Path, image_dir: Path) -> list[dict]:
-    """Read and check a whole manifest before anything is written (nothing half-imported).
-
-    Columns: ``external_id``, ``image`` (one file name, or several separated by ';'),
-    optional ``gold.<task key>`` (an answer index or JSON), and any other column as metadata
-    (names starting with '#' or '!' are hidden from volunteers).
-    """
-    rows = []
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"external_id", "image"} - set(reader.fieldnames or [])
-        if missing:
-            raise ManifestError(f"line 1: the header lacks column(s) {', '.join(sorted(missing))}")
-        seen: set[str] = set()
-        for line, row in enumerate(reader, start=2):
-            if None in row:
-                raise ManifestError(f"line {line}: more fields than the header has columns")
-            external_id = (row.get("external_id") or "").strip()
-            if not external_id:
-                raise ManifestError(f"line {line}: external_id is empty")
-            if external_id in seen:
-                raise ManifestError(f"line {line}: external_id {external_id!r} appears twice")
-            seen.add(external_id)
-            images = [name.strip() for name in (row.get("image") or "").split(";") if name.strip()]
-            if not images:
-                raise ManifestError(f"line {line}: no image named")
-            for name in images:
-                path = image_dir / name
-                if Path(name).name != name or not path.is_file():
-                    raise ManifestError(f"line {line}: image {name!r} not found in {image_dir}")
-            metadata = {
-                k: v for k, v in row.items() if k not in {"external_id", "image"} and not k.startswith("gold.")
-            }
-            rows.append(
-                {
-                    "line": line,
-                    "external_id": external_id,
-                    "images": [image_dir / name for name in images],
-                    "gold": _parse_gold(row, line),
-                    "metadata": metadata,
-                }
-            )
-    return rows
+    """Read and check a whole manifest before anything is written (nothing half-imported); the format
+    is ``projects.manifest``'s, the builder's upload reads the same."""
+    return [
+        {"line": row.line, "external_id": row.external_id, "images": [image_dir / name for name in row.images],
+         "gold": row.gold, "metadata": row.metadata}
+        for row in read_manifest_file(manifest, image_dir)
+    ]
 
 
 def _check_image(path: Path, line: int) -> None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ManifestError(f"line {line}: {path.name} is not a readable image ({error})") from error
+    with open(path, "rb") as handle:
+        _, problem = inspect_image(handle)
+    if problem:
+        raise ManifestError(f"line {line}: {path.name} {problem}")
 
 
 def import_subjects(
@@ -254,7 +204,11 @@ def create_workflow(project: Project, name: str, tasks: dict, **settings: object
         errors = validate_engine_config(settings.get("retirement") or {}, tasks)
     if errors:
         raise ValueError("; ".join(errors))
-    return Workflow.objects.create(project=project, name=name, tasks=tasks, **settings)
+    from projects.versioning import record_version
+
+    workflow = Workflow.objects.create(project=project, name=name, tasks=tasks, **settings)
+    record_version(workflow, "created")  # its first tree, kept (projects/versioning.py)
+    return workflow
 
 
 def retire_subject(state: SubjectWorkflowState, reason: str) -> bool:
@@ -267,12 +221,14 @@ def retire_subject(state: SubjectWorkflowState, reason: str) -> bool:
     return bool(updated)
 
 
-def create_demo_project(owner: object | None = None, sample: str = "small") -> Workflow:
+def create_demo_project(owner: object | None = None, sample: str = "small", galaxies: int | None = None) -> Workflow:
     """The ready-to-classify galaxy project of the demo, from a sample committed in demo_data/.
 
     ``sample`` is a key of ``DEMO_SAMPLES``: ``"small"`` (48 galaxies, no machine: fast, for tests)
     or ``"gz1_2000"`` (2,000 galaxies; the first time they are added the machine is turned on with
     ``DEMO_ACTIVE_LEARNING``, unless the workflow already has machine settings of its own).
+    ``galaxies``: import only the sample's first that many (quick tries, the browser test); a later
+    call with more, or none, adds the rest.
     Idempotent: running it again returns the existing workflow and imports nothing twice.
     """
     if sample not in DEMO_SAMPLES:
@@ -312,8 +268,35 @@ def create_demo_project(owner: object | None = None, sample: str = "small") -> W
     if created and sample != "small" and not workflow.active_learning:
         workflow.active_learning = dict(DEMO_ACTIVE_LEARNING)
         workflow.save(update_fields=["active_learning", "updated_at"])
-    import_subjects(subject_set, data_dir / "manifest.csv", data_dir / "images", [workflow])
+    manifest = data_dir / "manifest.csv"
+    if galaxies is None:
+        import_subjects(subject_set, manifest, data_dir / "images", [workflow])
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+            first = Path(folder) / "manifest.csv"
+            first.write_text("".join(lines[: galaxies + 1]), encoding="utf-8")
+            import_subjects(subject_set, first, data_dir / "images", [workflow])
+    _add_demo_truth(subject_set, data_dir / "manifest.csv")
     return workflow
+
+
+DEMO_TRUTH_COLUMNS = ("#truth.T0", "#truth.T1")
+
+
+def _add_demo_truth(subject_set: SubjectSet, manifest: Path) -> int:
+    """Give the demo galaxies of a database made before the manifests had them their hidden
+    ``#truth.*`` cells (the GZ1 answers the dashboard's tally scores against); returns how many."""
+    missing = list(subject_set.subjects.exclude(metadata__has_key=DEMO_TRUTH_COLUMNS[0]))
+    if not missing:
+        return 0
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        rows = {row["external_id"]: row for row in csv.DictReader(handle)}
+    for subject in missing:
+        row = rows.get(subject.external_id, {})
+        subject.metadata = {**subject.metadata, **{column: row.get(column, "") for column in DEMO_TRUTH_COLUMNS}}
+    Subject.objects.bulk_update(missing, ["metadata"], batch_size=500)
+    return len(missing)
 
 
 def log_admin_action(workflow: Workflow, user: object | None, action: str, details: dict | None = None) -> None:

@@ -8,11 +8,13 @@ A question may declare ``mirror_swaps``, ``[[i, j], ...]``: the answers that a m
 exchanges (GZ1's clockwise and anticlockwise spirals, ``[[1, 2]]`` after edge-on). The machine classifier
 then predicts those answers swapped for a mirrored image instead of ignoring mirroring (``ml.model``);
 answers not named are the same in a mirror image.
-An annotation list must follow one path through the tree from ``first_task`` to an end.
+An annotation list must follow one path through the tree from ``first_task`` to an end; a subject's
+gold answers (``gold_problems``) take the same values as the annotations of their tasks.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -220,4 +222,29 @@ def _validate_marks(task: dict, marks: Any, image_size: tuple[int, int] | None) 
             problems.append(f"too many marks for {tool['label']!r}: {count} > {high}")
         if count < low:
             problems.append(f"too few marks for {tool['label']!r}: {count} < {low}")
+    return problems
+
+
+def gold_problems(tree: dict, gold: dict, image_size: tuple[int, int] | None = None) -> list[str]:
+    """What is wrong with a subject's gold answers for this tree (empty when nothing): each key names
+    a task; a single-answer question takes one answer index, a multiple-answer one a list of distinct
+    indices, a drawing task a list of boxes as volunteers draw them."""
+    tasks = tree["tasks"]
+    problems: list[str] = []
+    for key, value in gold.items():
+        task = tasks.get(key)
+        where = f"gold.{key}"
+        if task is None:
+            problems.append(f"{where}: the workflow has no task {key!r} (tasks: {', '.join(tasks)})")
+            continue
+        if task["type"] in {"single", "multiple"}:
+            answers = ", ".join(f"{i}: {answer.get('label', '')}" for i, answer in enumerate(task["answers"]))
+            values = [value] if task["type"] == "single" else value
+            if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in values) or len(set(values)) != len(values):
+                kind = "one answer index" if task["type"] == "single" else "a list of distinct answer indices"
+                problems.append(f"{where}: {json.dumps(value)} is not {kind} ({answers})")
+            elif any(not 0 <= v < len(task["answers"]) for v in values):
+                problems.append(f"{where}: {json.dumps(value)} is not an answer of {key} ({answers})")
+        else:
+            problems.extend(f"{where}: {problem}" for problem in _validate_marks(task, value, image_size))
     return problems

@@ -99,8 +99,10 @@ def test_text_output_and_module_entry_point(tmp_path: Path) -> None:
     answers = write(tmp_path, "a.csv", "question,worker,answer\n" + rows)
     truth = write(tmp_path, "t.csv", "question,truth\n" + "".join(
         f"{s},{s % 2}\n" for s in range(30)))
+    # --half-trust 0: every worker trusted from its first answer, so three agreeing answers label a
+    # subject (with the default the label at retirement stays the prior's until a refit: 0.5 here).
     out = subprocess.run([sys.executable, "-m", "aggregation", "replay", "--answers", answers,
-                          "--truth", truth, "--online", "--policy", "agree:3,max:5"],
+                          "--truth", truth, "--online", "--policy", "agree:3,max:5", "--half-trust", "0"],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "accuracy: 1.0000 on 30 subjects" in out
     assert "answers consumed: 90 of 150 (60.0%), saved 60" in out

@@ -40,7 +40,7 @@ def assert_same_state(a: ConsensusEstimator, b: ConsensusEstimator) -> None:
 
 
 def test_non_counting_classifications_do_not_move_the_subject() -> None:
-    est = ConsensusEstimator(2, policy=parse_policy("max:2"))
+    est = ConsensusEstimator(2, policy=parse_policy("max:2"), half_trust=0.0)  # max:2 counts every newcomer
     est.add_answer("s", "a", 1)
     before = est.subject_state("s")
     d = est.add_answer("s", "b", 1, counts=False)
@@ -94,7 +94,7 @@ def test_per_key_state_round_trip_like_redis() -> None:
         fresh.load_subject_state(s, json.loads(json.dumps(est.subject_state(s))))
     assert_same_state(est, fresh)
     state = est.subject_state(est.subjects[0])
-    assert set(state) == {"log_posterior", "n_counted", "answers", "workers", "gold",
+    assert set(state) == {"log_posterior", "n_counted", "n_established", "answers", "workers", "gold",
                           "retired"}
     assert set(est.worker_state(est.workers[0])) == {"counts", "n_answers", "n_gold"}
     # The next answer gives the same decision in both.
@@ -176,7 +176,8 @@ def test_bad_answers_are_rejected_without_changing_state() -> None:
 
 
 def test_machine_agent_learns_its_confusion_from_gold_and_retired() -> None:
-    est = ConsensusEstimator(2, learn=("gold", "retired"), policy=parse_policy("max:3"))
+    # Every volunteer trusted at once: the humans' answers move x, whose posterior is then credited.
+    est = ConsensusEstimator(2, learn=("gold", "retired"), policy=parse_policy("max:3"), half_trust=0.0)
     for i in range(10):  # the machine says 1 on every gold "0": a biased classifier
         est.add_answer(f"g{i}", "cnn", 1, gold=0)
     assert est.confusion("cnn")[0, 1] > 0.8
@@ -233,7 +234,7 @@ def test_a_fitted_estimator_replays_from_its_log() -> None:
 
 
 def test_machine_prediction_as_a_prior_multiplies_the_posterior() -> None:
-    est = ConsensusEstimator(2, class_prior=[0.5, 0.5], initial_skill=0.8, learn=())
+    est = ConsensusEstimator(2, class_prior=[0.5, 0.5], initial_skill=0.8, learn=(), half_trust=0.0)
     np.testing.assert_allclose(est.add_prior("x", [0.2, 0.8]), [0.2, 0.8], atol=1e-15)
     d = est.add_answer("x", "v", 0)  # P("0"|0) = 0.8: odds 0.25 × 4 = 1
     np.testing.assert_allclose(d.posterior, [0.5, 0.5], atol=1e-12)

@@ -66,7 +66,7 @@ def test_min_guard_blocks_the_rules_after_it_only() -> None:
 def test_gold_never_retires_through_a_policy() -> None:
     policy = RetirementPolicy([MaxClassifications(1), PosteriorAbove(0.5)])
     assert policy.decide(summary(100, [0.0, 1.0], gold=True)) is None
-    est = ConsensusEstimator(2, policy=policy)
+    est = ConsensusEstimator(2, policy=policy, half_trust=0.0)  # max:1 counts every newcomer
     for i in range(5):
         d = est.add_answer("gold-1", f"v{i}", 1, gold=1)
         assert d.retired is None

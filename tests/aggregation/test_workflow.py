@@ -24,13 +24,15 @@ TASKS = {
                        {"label": "merger", "next": None}]},
     "T3": {"type": "drawing", "instruction": "Mark the stars", "tools": [{"type": "rectangle", "label": "star"}]},
 }
-# Skills stay the newcomer's prior (no learning without gold): every answer is 70% right.
-FIXED = {"learn": ("gold",)}
+# Skills stay the newcomer's prior (no learning without gold): every answer is 70% right. Every
+# volunteer is trusted at once (half_trust 0, the engine before issue 25): these tests are about the
+# tree's arithmetic; what trust changes is tested in test_sybil.py.
+FIXED = {"learn": ("gold",), "half_trust": 0.0}
 BOX = {"tool": 0, "x": 10.0, "y": 10.0, "width": 20.0, "height": 20.0}
 
 
 def test_each_node_is_aggregated_over_the_volunteers_who_reached_it() -> None:
-    agg = WorkflowAggregator(TASKS, policy=parse_policy("min:3,agree:3"))
+    agg = WorkflowAggregator(TASKS, policy=parse_policy("min:3,agree:3"), estimator_options={"half_trust": 0.0})
     for v in ("a", "b"):
         agg.add_classification("g1", v, [{"task": "T0", "value": 0}])
     for v in ("c", "d", "e"):
@@ -224,7 +226,8 @@ def test_bad_settings_name_their_field(settings: dict, field: str) -> None:
 def test_settings_resolve_every_default() -> None:
     resolved = WorkflowRetirement.from_settings({"bar": {"T3": 0.05}}, TASKS, "T0").to_dict()
     assert resolved == {"scope": "workflow", "required": ["T0", "T1", "T2", "T3"],
-                        "bars": {"T0": 0.01, "T1": 0.01, "T2": 0.01, "T3": 0.05}, "min": 3, "budget": 40}
+                        "bars": {"T0": 0.01, "T1": 0.01, "T2": 0.01, "T3": 0.05}, "min": 3, "budget": 40,
+                        "half_trust": defaults.HALF_TRUST}
     only = WorkflowRetirement.from_settings({"required": ["T0"], "bar": 0.02}, TASKS, "T0")
     assert only.bars == {"T0": 0.02}
     agg = WorkflowAggregator(TASKS, retirement=only)

@@ -39,8 +39,9 @@ def classified(demo_workflow, people) -> dict[str, object]:
     services._LOCAL_ENGINES.clear()
     workflow = demo_workflow
     workflow.project.owners.add(people["scientist"])
-    # The whole workflow retires (every task required), on a loose bar and a small budget.
-    workflow.retirement = {"bar": 0.05, "min": 3, "budget": 5}
+    # The whole workflow retires (every task required), on a loose bar and a small budget; the new
+    # volunteers are trusted from their first answer (half_trust 0: this test is about the dashboard).
+    workflow.retirement = {"bar": 0.05, "min": 3, "budget": 5, "half_trust": 0}
     workflow.save()
     rng = random.Random(7)
     subject_ids = list(workflow.subject_states.order_by("id").values_list("subject_id", flat=True))
@@ -215,12 +216,12 @@ def test_the_admin_page_changes_settings_with_an_audit_log(new_page, live_server
     assert "at least min (5)" in page.text_content("[data-testid=error-budget]")
     assert page.input_value("#budget") == "4" and not page.is_checked("#required-T1")  # the rejected input is kept
     workflow.refresh_from_db()
-    assert workflow.retirement == {"bar": 0.05, "min": 3, "budget": 5}
+    assert workflow.retirement == {"bar": 0.05, "min": 3, "budget": 5, "half_trust": 0}
     page.fill("#budget", "8")
     page.click("text=Save rules")
     page.wait_for_selector("[data-testid=messages] >> text=Retirement rules saved")
     workflow.refresh_from_db()
-    assert workflow.retirement == {"scope": "workflow", "required": ["T0", "T2"], "bar": {"T2": 0.05}, "min": 5, "budget": 8, "estimator": {}}
+    assert workflow.retirement == {"scope": "workflow", "required": ["T0", "T2"], "bar": {"T2": 0.05}, "min": 5, "budget": 8, "estimator": {}, "half_trust": 0}
     assert '"bars": {"T0": 0.01, "T2": 0.05}' in page.text_content("[data-testid=engine-config]")
     screenshot(page, "admin-retirement")
     # Back to the first question's rule: its policy shows, the whole-workflow fields are ignored.
@@ -235,7 +236,7 @@ def test_the_admin_page_changes_settings_with_an_audit_log(new_page, live_server
     assert "gold_rate_updated" in log and "retirement_updated" in log and "paused" in log and "scientist" in log
     workflow.refresh_from_db()
     assert workflow.gold_feedback_rate == 0.4 and workflow.active is False
-    assert workflow.retirement == {"scope": "first_question", "policy": "min:3,posterior:0.9,max:4", "estimator": {}}
+    assert workflow.retirement == {"scope": "first_question", "policy": "min:3,posterior:0.9,max:4", "estimator": {}, "half_trust": 0}
     assert AdminAction.objects.filter(workflow=workflow, user__username="scientist").count() == 4
     page.click("text=Resume")
     page.wait_for_selector("[data-testid=workflow-state] >> text=running")

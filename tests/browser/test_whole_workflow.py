@@ -50,7 +50,8 @@ def _image() -> bytes:
 
 def _one_subject_workflow(tasks: dict, scientist) -> object:
     """A workflow of ``tasks`` with one subject (so every volunteer is served the same), owned by
-    ``scientist``, on the engine's default whole-workflow retirement."""
+    ``scientist``, on the engine's default whole-workflow retirement, with its new volunteers trusted
+    from their first answer (half_trust 0: Sybil resistance is tested in tests/aggregation)."""
     from django.core.files.base import ContentFile
 
     from projects.models import Project, Subject, SubjectSet
@@ -58,7 +59,7 @@ def _one_subject_workflow(tasks: dict, scientist) -> object:
 
     project = Project.objects.create(slug=f"only-{tasks['tasks']['T0']['type']}", title="One task")
     project.owners.add(scientist)
-    workflow = create_workflow(project, "One task", tasks)
+    workflow = create_workflow(project, "One task", tasks, retirement={"half_trust": 0})
     subject_set = SubjectSet.objects.create(project=project, name="set")
     subject = Subject.objects.create(subject_set=subject_set, external_id="galaxy-1")
     add_subject_image(subject, 0, "galaxy-1.png", ContentFile(_image()))

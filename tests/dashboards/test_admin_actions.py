@@ -16,6 +16,10 @@ from tests.dashboards.conftest import submit_votes
 
 pytestmark = pytest.mark.django_db
 
+# Where the votes of these tests' new volunteers must reach a limit: trusted from their first answer
+# (half_trust 0, the engine before issue 25; the admin form keeps it). Sybil resistance: tests/aggregation/test_sybil.py.
+TRUST = {"half_trust": 0}
+
 
 def _post(client, workflow, action: str, data: dict | None = None):
     return client.post(f"/dashboards/workflows/{workflow.pk}/{action}/", data or {})
@@ -32,14 +36,14 @@ def owner_client(client, users):
 
 
 def test_new_retirement_rules_apply_at_once_and_are_logged(owner_client, owned_workflow, users) -> None:
-    workflow = owned_workflow(n=6, retirement={"scope": "first_question", "policy": "max:40"})
+    workflow = owned_workflow(n=6, retirement={"scope": "first_question", "policy": "max:40", **TRUST})
     submit_votes(workflow, n_volunteers=3, per_volunteer=6)
     apply_pending(workflow.pk)
     assert not SubjectWorkflowState.objects.filter(workflow=workflow, status="retired").exists()
     response = _post(owner_client, workflow, "retirement", {"scope": "first_question", "policy": "min:1,max:3", "estimator": '{"skepticism": 1.0}'})
     assert response.status_code == 302 and response["Location"] == _admin_url(workflow)
     workflow.refresh_from_db()
-    assert workflow.retirement == {"scope": "first_question", "policy": "min:1,max:3", "estimator": {"skepticism": 1.0}}
+    assert workflow.retirement == {"scope": "first_question", "policy": "min:1,max:3", "estimator": {"skepticism": 1.0}, **TRUST}
     # Every subject has 3 counted classifications: the new limit retires them all now.
     states = SubjectWorkflowState.objects.filter(workflow=workflow)
     assert states.filter(status="retired", retirement_reason="limit").count() == 6
@@ -50,7 +54,7 @@ def test_new_retirement_rules_apply_at_once_and_are_logged(owner_client, owned_w
     assert hot_state.results_version(workflow.pk) == agg.state_version
     action = AdminAction.objects.get(workflow=workflow, action="retirement_updated")
     assert action.user == users["owner"] and action.details["after"]["policy"] == "min:1,max:3"
-    assert action.details["before"] == {"scope": "first_question", "policy": "max:40"} and action.details["retired_now"] == 6
+    assert action.details["before"] == {"scope": "first_question", "policy": "max:40", **TRUST} and action.details["retired_now"] == 6
     page = owner_client.get(_admin_url(workflow)).content.decode()
     assert "retirement_updated" in page and "owner" in page and "6 subject(s) retired" in page
 
@@ -64,15 +68,21 @@ def test_new_rules_keep_how_the_machine_answers_enter(owner_client, owned_workfl
     fresh = owned_workflow(n=2, slug="other-galaxies", retirement={"scope": "first_question", "policy": "max:40"})
     _post(owner_client, fresh, "retirement", {"scope": "first_question", "policy": "max:3", "estimator": ""})
     assert WorkflowAggregation.objects.get(workflow=fresh).engine_config["machine_agents"] == "one"
+    # So does how far new volunteers are trusted (half_trust): a JSON setting the form does not show.
+    trusting = owned_workflow(n=2, slug="trusting-galaxies", retirement={"scope": "first_question", "policy": "max:40", "half_trust": 0})
+    _post(owner_client, trusting, "retirement", {"scope": "first_question", "policy": "max:3", "estimator": ""})
+    trusting.refresh_from_db()
+    assert trusting.retirement["half_trust"] == 0
+    assert WorkflowAggregation.objects.get(workflow=trusting).engine_config["retirement"]["half_trust"] == 0.0
 
 
 def test_the_new_policy_governs_later_votes_even_in_a_process_with_a_stale_engine(owned_workflow) -> None:
-    workflow = owned_workflow(n=4, retirement={"scope": "first_question", "policy": "max:40"})
+    workflow = owned_workflow(n=4, retirement={"scope": "first_question", "policy": "max:40", **TRUST})
     subject_ids = list(workflow.subject_states.order_by("id").values_list("subject_id", flat=True))
     submit_votes(workflow, n_volunteers=2, per_volunteer=2, subject_ids=subject_ids[:2])
     apply_pending(workflow.pk)
     stale = live_services._LOCAL_ENGINES[workflow.pk]  # another worker's copy, built under max:40
-    retired = reset_engine_config(workflow.pk, live_services.engine_lib.engine_config({"scope": "first_question", "policy": "max:3"}, workflow.tasks))
+    retired = reset_engine_config(workflow.pk, live_services.engine_lib.engine_config({"scope": "first_question", "policy": "max:3", **TRUST}, workflow.tasks))
     assert retired == 0  # two votes each: not yet at the new limit
     live_services._LOCAL_ENGINES[workflow.pk] = stale
     submit_votes(workflow, n_volunteers=1, per_volunteer=2, seed=5, subject_ids=subject_ids[:2])
@@ -82,19 +92,19 @@ def test_the_new_policy_governs_later_votes_even_in_a_process_with_a_stale_engin
 
 
 def test_the_reset_keeps_earlier_retirements_and_matches_a_rebuild(owned_workflow) -> None:
-    workflow = owned_workflow(n=5, retirement={"scope": "first_question", "policy": "max:2"})
+    workflow = owned_workflow(n=5, retirement={"scope": "first_question", "policy": "max:2", **TRUST})
     submit_votes(workflow, n_volunteers=3, per_volunteer=5)
     apply_pending(workflow.pk)
     retired_before = set(SubjectWorkflowState.objects.filter(status="retired").values_list("subject_id", flat=True))
     assert retired_before
-    reset_engine_config(workflow.pk, live_services.engine_lib.engine_config({"scope": "first_question", "policy": "max:40"}, workflow.tasks))
+    reset_engine_config(workflow.pk, live_services.engine_lib.engine_config({"scope": "first_question", "policy": "max:40", **TRUST}, workflow.tasks))
     assert set(SubjectWorkflowState.objects.filter(status="retired").values_list("subject_id", flat=True)) == retired_before
     report = live_services.rebuild_hot_state(workflow.pk)
     assert report.max_posterior_difference == 0.0  # posteriors stored are the new config's replay
 
 
 def test_whole_workflow_rules_are_saved_and_applied_at_once(owner_client, owned_workflow, users) -> None:
-    workflow = owned_workflow(n=6, retirement={"scope": "first_question", "policy": "max:40"})
+    workflow = owned_workflow(n=6, retirement={"scope": "first_question", "policy": "max:40", **TRUST})
     submit_votes(workflow, n_volunteers=3, per_volunteer=6)
     apply_pending(workflow.pk)
     assert not SubjectWorkflowState.objects.filter(workflow=workflow, status="retired").exists()
@@ -103,9 +113,9 @@ def test_whole_workflow_rules_are_saved_and_applied_at_once(owner_client, owned_
     response = _post(owner_client, workflow, "retirement", data)
     assert response.status_code == 302
     workflow.refresh_from_db()
-    assert workflow.retirement == {"scope": "workflow", "required": ["T0"], "bar": 0.2, "min": 1, "budget": 3, "estimator": {}}
+    assert workflow.retirement == {"scope": "workflow", "required": ["T0"], "bar": 0.2, "min": 1, "budget": 3, "estimator": {}, **TRUST}
     agg = WorkflowAggregation.objects.get(workflow=workflow)
-    assert agg.engine_config["retirement"] == {"scope": "workflow", "required": ["T0"], "bars": {"T0": 0.2}, "min": 1, "budget": 3}
+    assert agg.engine_config["retirement"] == {"scope": "workflow", "required": ["T0"], "bars": {"T0": 0.2}, "min": 1, "budget": 3, "half_trust": 0.0}
     # Three counted classifications each, the budget: every subject retires now, those whose T0 was
     # settled by the consensus on T0, the others at the limit.
     states = SubjectWorkflowState.objects.filter(workflow=workflow)
@@ -135,7 +145,8 @@ def test_per_task_bars_override_the_common_one(owner_client, owned_workflow) -> 
     assert workflow.retirement["bar"] == {"T0": 0.03, "T1": 0.03, "T2": 0.5}
     assert "min" not in workflow.retirement and "budget" not in workflow.retirement  # empty: the defaults
     stored = WorkflowAggregation.objects.get(workflow=workflow).engine_config["retirement"]
-    assert stored == {"scope": "workflow", "required": ["T0", "T1", "T2"], "bars": {"T0": 0.03, "T1": 0.03, "T2": 0.5}, "min": 3, "budget": 40}
+    assert stored == {"scope": "workflow", "required": ["T0", "T1", "T2"], "bars": {"T0": 0.03, "T1": 0.03, "T2": 0.5}, "min": 3, "budget": 40,
+                      "half_trust": 3.0}  # the default (aggregation.defaults.HALF_TRUST), written in
     # Own bars only: the tasks without one keep their kind's default.
     data = {"scope": "workflow", "required": ["T0", "T2"], "bar.T0": "0.005", "estimator": ""}
     assert _post(owner_client, workflow, "retirement", data).status_code == 302
@@ -226,7 +237,7 @@ def test_a_drawing_first_workflow_cannot_take_the_first_question_rule(owner_clie
     assert response.status_code == 400 and "scope: &#x27;first_question&#x27; needs a first task that is a question" in response.content.decode()
     assert _post(owner_client, workflow, "retirement", {"scope": "workflow", "required": ["T0"], "bar": "0.05", "estimator": ""}).status_code == 302
     stored = WorkflowAggregation.objects.get(workflow=workflow).engine_config["retirement"]
-    assert stored == {"scope": "workflow", "required": ["T0"], "bars": {"T0": 0.05}, "min": 1, "budget": 40}
+    assert stored == {"scope": "workflow", "required": ["T0"], "bars": {"T0": 0.05}, "min": 1, "budget": 40, "half_trust": 3.0}
 
 
 def test_gold_rate(owner_client, owned_workflow, users) -> None:

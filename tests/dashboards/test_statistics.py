@@ -19,7 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_statistics_match_the_database(client, owned_workflow, users, votes, django_capture_on_commit_callbacks) -> None:
-    workflow = owned_workflow(n=12, retirement={"scope": "first_question", "policy": "max:3"})
+    # New volunteers trusted from their first answer (half_trust 0) so that max:3 retires on their votes.
+    workflow = owned_workflow(n=12, retirement={"scope": "first_question", "policy": "max:3", "half_trust": 0})
     with django_capture_on_commit_callbacks(execute=True):
         total = votes(workflow, n_volunteers=5, per_volunteer=8)
         apply_pending(workflow.pk)  # its retirement events are published on commit

@@ -15,6 +15,10 @@ from projects.models import SubjectWorkflowState
 
 pytestmark = pytest.mark.django_db
 
+# These tests' new volunteers trusted from their first answer (half_trust 0, the engine before issue 25),
+# so that their votes move posteriors and reach limits. Sybil resistance: tests/aggregation/test_sybil.py.
+TRUST = {"half_trust": 0}
+
 BOXES = {"objects": [{"x": 10, "y": 12, "width": 20, "height": 16, "probability": 0.93}], "expected_risk": 0.07}
 
 
@@ -24,7 +28,7 @@ def _body(response) -> str:
 
 
 def test_a_subjects_path_vote_by_vote_and_its_boxes(client, owned_workflow, users, votes) -> None:
-    workflow = owned_workflow(n=3, retirement={"scope": "first_question", "policy": "max:4"})
+    workflow = owned_workflow(n=3, retirement={"scope": "first_question", "policy": "max:4", **TRUST})
     subject_id = workflow.subject_states.order_by("id").first().subject_id
     votes(workflow, n_volunteers=5, per_volunteer=3)
     apply_pending(workflow.pk)
@@ -57,7 +61,7 @@ def test_a_subject_of_another_workflow_is_404(client, owned_workflow, make_workf
 
 
 def test_results_as_csv_and_json(client, owned_workflow, users, votes) -> None:
-    workflow = owned_workflow(n=5, retirement={"scope": "first_question", "policy": "max:3"})
+    workflow = owned_workflow(n=5, retirement={"scope": "first_question", "policy": "max:3", **TRUST})
     votes(workflow, n_volunteers=4, per_volunteer=5)
     apply_pending(workflow.pk)
     client.force_login(users["owner"])
@@ -108,7 +112,7 @@ def test_an_empty_workflow_downloads_a_header_and_an_empty_list(client, owned_wo
 
 def test_a_subjects_risk_by_task_and_the_task_it_retired_on(client, owned_workflow, users, votes) -> None:
     # Only T0 required, a loose bar: the subjects retire on the consensus on T0.
-    workflow = owned_workflow(n=4, retirement={"required": ["T0"], "bar": 0.2, "min": 1, "budget": 10})
+    workflow = owned_workflow(n=4, retirement={"required": ["T0"], "bar": 0.2, "min": 1, "budget": 10, **TRUST})
     votes(workflow, n_volunteers=5, per_volunteer=4)
     apply_pending(workflow.pk)
     state = SubjectWorkflowState.objects.filter(workflow=workflow, retirement_reason="consensus:T0").first()

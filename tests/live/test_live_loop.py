@@ -88,8 +88,13 @@ def _assert_matches_offline_replay(workflow) -> None:
             assert state.subject_id not in retired
 
 
+# The simulated volunteers are all new: trusted from their first answer (half_trust 0, the engine before
+# issue 25) so that the stream retires subjects; Sybil resistance is tested in tests/aggregation/test_sybil.py.
+TRUST_NEWCOMERS = {"half_trust": 0}
+
+
 def test_a_stream_through_real_workers_matches_the_offline_replay(make_workflow, start_worker) -> None:
-    workflow = make_workflow(n=30, gold_every=10)
+    workflow = make_workflow(n=30, gold_every=10, retirement=TRUST_NEWCOMERS)
     start_worker("w1", concurrency=2)
     start_worker("w2", concurrency=1)  # two worker processes race for the same workflow
     stream = _simulated_stream(workflow, n_volunteers=25, per_volunteer=12)
@@ -113,7 +118,7 @@ def test_a_stream_through_real_workers_matches_the_offline_replay(make_workflow,
 
 
 def test_sigkill_redis_restart_and_resending_lose_nothing_and_count_nothing_twice(make_workflow, start_worker) -> None:
-    workflow = make_workflow(n=30)
+    workflow = make_workflow(n=30, retirement=TRUST_NEWCOMERS)
     worker = start_worker("doomed", concurrency=1)
     stream = _simulated_stream(workflow, n_volunteers=20, per_volunteer=12, seed=5)
     half = len(stream) // 2
@@ -142,7 +147,7 @@ def test_sigkill_redis_restart_and_resending_lose_nothing_and_count_nothing_twic
 
 
 def test_a_retired_subject_is_never_served_again(make_workflow, start_worker) -> None:
-    workflow = make_workflow(n=24)
+    workflow = make_workflow(n=24, retirement=TRUST_NEWCOMERS)
     start_worker("w1")
     stream = _simulated_stream(workflow, n_volunteers=10, per_volunteer=12, seed=11)
     for volunteer, data in stream:

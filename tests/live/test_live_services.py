@@ -30,6 +30,11 @@ from projects.models import SubjectWorkflowState
 
 pytestmark = pytest.mark.django_db
 
+# Where these tests need their new test volunteers to move posteriors and retire subjects: trusted from
+# their first answer (half_trust 0, the engine before issue 25); Sybil resistance is tested in
+# tests/aggregation/test_sybil.py.
+TRUST_NEWCOMERS = {"half_trust": 0}
+
 
 @pytest.fixture(autouse=True)
 def _fresh_hot_state(clean_redis) -> None:
@@ -124,7 +129,7 @@ def test_a_task_locked_out_by_a_refit_leaves_the_next_vote_a_task_of_its_own(
 
 
 def test_the_rebuild_command_reports_a_tampered_live_state(make_workflow) -> None:
-    workflow = make_workflow(n=8)
+    workflow = make_workflow(n=8, retirement=TRUST_NEWCOMERS)  # else new volunteers leave every posterior uniform
     _submit_votes(workflow, n_volunteers=6, per_volunteer=6)
     apply_pending(workflow.pk)
     state = workflow.subject_states.exclude(posterior=None).first()
@@ -183,7 +188,7 @@ def test_ingest_alarm_and_backlog(make_workflow, caplog) -> None:
 
 
 def test_statistics_snapshot(make_workflow) -> None:
-    workflow = make_workflow(n=10, retirement={"scope": "first_question", "policy": "max:2"})
+    workflow = make_workflow(n=10, retirement={"scope": "first_question", "policy": "max:2", **TRUST_NEWCOMERS})
     _submit_votes(workflow, n_volunteers=4, per_volunteer=10)
     apply_pending(workflow.pk)
     stats = snapshot_statistics(workflow.pk).statistics
@@ -194,7 +199,7 @@ def test_statistics_snapshot(make_workflow) -> None:
 
 
 def test_each_classification_keeps_the_posterior_after_it(make_workflow) -> None:
-    workflow = make_workflow(n=3)
+    workflow = make_workflow(n=3, retirement=TRUST_NEWCOMERS)
     _submit_votes(workflow, n_volunteers=5, per_volunteer=3)
     apply_pending(workflow.pk)
     for state in workflow.subject_states.all():

@@ -46,6 +46,11 @@ TREE_TASKS = {
     },
 }
 
+# The simulated volunteers here are all new and answer little gold: trusted from their first answer
+# (half_trust 0, the engine before issue 25), so that the machine's tests are about the machine;
+# Sybil resistance is tested in tests/aggregation/test_sybil.py and tests/platform_api.
+TRUST_NEWCOMERS = {"half_trust": 0}
+
 # Tiny and fast: 32 px, one epoch, a handful of subjects is enough to train and to be "trained"; no
 # pretraining unless a test asks for it (tests of pretraining and the whole loop do).
 TINY_MACHINE = {
@@ -80,7 +85,7 @@ def machine_tree_workflow(db, clean_redis) -> Callable[..., object]:
     def build(active_learning: dict | None = None, retirement: dict | None = None):
         project = Project.objects.create(slug=f"machine-tree-{random.randrange(10**9)}", title="Machine tree test")
         workflow = create_workflow(project, "Smooth, featured, winding", TREE_TASKS,
-                                   retirement={"scope": "workflow", "budget": 10} | (retirement or {}),
+                                   retirement={"scope": "workflow", "budget": 10} | TRUST_NEWCOMERS | (retirement or {}),
                                    active_learning=TINY_MACHINE | (active_learning or {}))
         subject_set = SubjectSet.objects.create(project=project, name="demo")
         for i, (image, t0, t1) in enumerate(demo_tree_galaxies()):
@@ -134,7 +139,7 @@ def machine_workflow(db, clean_redis) -> Callable[..., object]:
     def build(active_learning: dict | None = None, policy: str = "min:3,posterior:0.95,max:10"):
         project = Project.objects.create(slug=f"machine-{random.randrange(10**9)}", title="Machine test")
         workflow = create_workflow(
-            project, "Smooth or featured", BINARY_TASKS, retirement={"scope": "first_question", "policy": policy},
+            project, "Smooth or featured", BINARY_TASKS, retirement={"scope": "first_question", "policy": policy} | TRUST_NEWCOMERS,
             active_learning=TINY_MACHINE | (active_learning or {}),
         )
         subject_set = SubjectSet.objects.create(project=project, name="demo")

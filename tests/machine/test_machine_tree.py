@@ -198,7 +198,8 @@ def _human(subject: int, volunteer: int, t0: int, t1: int | None = None) -> engi
 
 
 def test_the_machine_retires_a_subject_only_when_every_required_task_is_settled() -> None:
-    engine = engine_lib.new_engine(TREE_TASKS, engine_lib.engine_config({"scope": "workflow"}, TREE_TASKS))
+    # The machine agent trusted from its first answer (half_trust 0): this is about which tasks it settles.
+    engine = engine_lib.new_engine(TREE_TASKS, engine_lib.engine_config({"scope": "workflow", "half_trust": 0}, TREE_TASKS))
     # It vouches that 1 is a disk but says nothing of its arms (not trusted on T1): T1 is unsettled.
     applied = engine_lib.apply(engine, _machine_answer(1, {"T0": 1}))
     assert applied.retired_reason is None and not applied.stored["@risk"]["T1"]["settled"]
@@ -221,5 +222,5 @@ def test_the_machine_retires_a_subject_only_when_every_required_task_is_settled(
     assert engine_lib.apply(engine, _machine_answer(1, {"T0": 1}, counts=False)).retired_reason is None
 
     # The first-question rule: its answer to the first question alone decides, as before.
-    first = engine_lib.new_engine(TREE_TASKS, engine_lib.engine_config({"scope": "first_question"}, TREE_TASKS))
+    first = engine_lib.new_engine(TREE_TASKS, engine_lib.engine_config({"scope": "first_question", "half_trust": 0}, TREE_TASKS))
     assert engine_lib.apply(first, _machine_answer(1, {"T0": 1})).retired_reason == engine_lib.MACHINE_REASON

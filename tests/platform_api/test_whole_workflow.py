@@ -63,7 +63,8 @@ def _disk_votes(workflow, token_client, payload, subject_id: int, t1_answers: li
 def test_a_disk_waits_for_its_second_question_unless_the_first_question_rule_is_asked_for(make_workflow, token_client, payload, scope) -> None:
     settings = {"scope": "first_question", "policy": "min:3,posterior:0.99,max:40"} if scope == "first_question" else {}
     # Skills stay the newcomer's (70% right) so the numbers are the prior's: six "disk" answers are 99% sure.
-    workflow = make_workflow(n=1, retirement=settings | {"estimator": {"learn": ["gold"], "learn_class_prior": False}})
+    # Every volunteer trusted at once (half_trust 0): this test is about the tree, not Sybil resistance.
+    workflow = make_workflow(n=1, retirement=settings | {"half_trust": 0, "estimator": {"learn": ["gold"], "learn_class_prior": False}})
     subject_id = workflow.subject_states.get().subject_id
     before = _state(workflow, subject_id).priority
     _disk_votes(workflow, token_client, payload, subject_id, [0, 1, 2, 0, 1, 2, 0, 1])  # T1: no agreement at all

@@ -10,12 +10,27 @@ Without DATABASE_URL / REDIS_URL the embedded PostgreSQL and Redis are used (see
 ``--crowd N`` also starts N simulated volunteers (``projects.demo_crowd``) once the web server
 answers, at ``--crowd-rate`` classifications a second in all; they stop by themselves when nothing is
 left to classify (the demo goes on), and with the demo on Ctrl-C. Bad values are refused before
-anything starts. Running the demo again resumes on the same database: no galaxy is imported twice,
-and the crowd's volunteers (their sessions kept in the data folder) go on where they stopped.
+anything starts (``scripts/demo.sh`` checks them before it even installs: ``projects.demo_options``).
+``--galaxies N`` imports only the sample's first N galaxies and ``--machine-settings JSON`` overrides
+the demo's machine settings (``projects.services.DEMO_ACTIVE_LEARNING``; ``machine.config``): quick
+tries and the browser test's small loop.
+
+Stopping: Ctrl-C (or SIGTERM, or the terminal closing) stops the crowd, then the web server,
+worker and scheduler (each child runs in its own process group, which gets SIGTERM, then SIGKILL
+after 10 seconds; a child also gets SIGTERM if the demo itself is killed), then the embedded
+PostgreSQL and Redis, unless another process still uses them (then they are left running, and it
+says so); external servers (DATABASE_URL / REDIS_URL) are never touched. The same happens when the
+demo ends any other way from the command line (a child died, ``--setup-only`` done, an error);
+``manage.py demo --stop-servers`` stops servers that a killed demo left behind. Running the demo
+again resumes on the same database: no galaxy is imported twice, and the crowd's volunteers (their
+sessions kept in the data folder) go on where they stopped, re-sent classifications not counted
+twice (idempotency keys).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -31,10 +46,31 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projects.demo_crowd import positive_int, positive_rate
-from projects.services import DEMO_SAMPLES, create_demo_project
+from projects.demo_options import crowd_problem, positive_int, positive_rate
+from projects.services import DEMO_SAMPLES, create_demo_project, log_admin_action
 
 PLATFORM_DIR = Path(__file__).resolve().parents[3]
+STOP_SECONDS = 10  # how long the children get to stop after SIGTERM, before SIGKILL
+# Ctrl-C, kill, and the terminal closing: the children run in their own process groups, so the
+# terminal's signals reach the demo alone, and the demo stops them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: stop everything the demo started."""
+
+
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object (``--machine-settings``)."""
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a JSON object {setting: value} is needed")
+    return value
 
 
 class Command(BaseCommand):
@@ -51,23 +87,73 @@ class Command(BaseCommand):
                             help="also run N simulated volunteers classifying through the API")
         parser.add_argument("--crowd-rate", type=positive_rate, default=None, metavar="R",
                             help="the simulated crowd's classifications per second, all together (default 20)")
+        parser.add_argument("--galaxies", type=positive_int, default=None, metavar="N",
+                            help="import only the sample's first N galaxies (a later run with more adds the rest)")
+        parser.add_argument("--machine-settings", type=json_object, default=None, metavar="JSON",
+                            help="override the demo's machine settings, e.g. '{\"image_size\": 32}' (machine.config)")
+        parser.add_argument("--stop-servers", action="store_true",
+                            help="stop the embedded PostgreSQL and Redis a killed demo left running, and exit")
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """From the command line the demo owns the embedded servers of its data folder: whatever way it
+        ends, it stops them (unless something else still uses them). ``call_command`` (in a process
+        that may use them) never does."""
+        try:
+            super().run_from_argv(argv)
+        finally:
+            for sig in STOP_SIGNALS:  # the process is ending: let the servers stop cleanly
+                signal.signal(sig, signal.SIG_IGN)
+            self._stop_servers()
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["crowd_rate"] is not None and options["crowd"] is None:
-            raise CommandError("--crowd-rate needs --crowd N (how many simulated volunteers)")
+        problem = crowd_problem(options["crowd"], options["crowd_rate"])
+        if problem:
+            raise CommandError(problem)
+        if options["machine_settings"] is not None:
+            from machine.config import validate_active_learning
+
+            errors = validate_active_learning(options["machine_settings"])
+            if errors:
+                raise CommandError("--machine-settings: " + "; ".join(errors))
+        if options["stop_servers"]:
+            return  # run_from_argv stops them
+        self._children: dict[str, subprocess.Popen] = {}
+        handlers = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+        died = None
+        try:
+            died = self._run(options)
+        except Stopped:
+            self.stdout.write("\nStopping the demo ...")
+        finally:
+            for sig in handlers:  # a second Ctrl-C must not cut the clean-up short
+                signal.signal(sig, signal.SIG_IGN)
+            self._stop_children()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if died:
+            raise CommandError(f"the demo stopped: {died}")
+
+    def _run(self, options: dict[str, Any]) -> str | None:
+        """Set up, start the children and watch them; what died, if one did (else it runs until stopped)."""
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         scientist, password = self._scientist()
         if options["sample"] != "small":
             self.stdout.write(f"Importing the {options['sample']} galaxies (the first time: a minute or two) ...")
-        workflow = create_demo_project(owner=scientist, sample=options["sample"])
+        workflow = create_demo_project(owner=scientist, sample=options["sample"], galaxies=options["galaxies"])
+        if options["machine_settings"]:
+            before = dict(workflow.active_learning or {})
+            workflow.active_learning = {**before, "enabled": True, **options["machine_settings"]}
+            workflow.save(update_fields=["active_learning", "updated_at"])
+            log_admin_action(workflow, scientist, "active_learning_updated",
+                             {"before": before, "after": workflow.active_learning, "by": "manage.py demo --machine-settings"})
         url = f"http://{options['host']}:{options['port']}"
         self.stdout.write(f"Demo project ready: workflow {workflow.pk} with {workflow.subject_states.count()} galaxies.")
         if password:
             self.stdout.write(f"Scientist account: scientist / {password} (saved in {settings.DATA_DIR / 'demo-scientist.txt'})")
         if options["setup_only"]:
-            return
-        children = self._start_children(options)
+            return None
+        self._start_children(options)
         self.stdout.write(self.style.SUCCESS(f"\nChorus is running. Open {url}/"))
         self.stdout.write(
             f"  classify:      {url}/projects/{workflow.project.slug}/workflows/{workflow.pk}/classify/\n"
@@ -77,9 +163,9 @@ class Command(BaseCommand):
             f"  API docs:      {url}/api/docs/\n  Django admin:  {url}/django-admin/\nCtrl+C stops everything."
         )
         if options["crowd"]:
-            self._wait_for_web(options["host"], options["port"], children["web"])
-            children["crowd"] = self._start_crowd(options, workflow.pk)
-        self._supervise(children)
+            self._wait_for_web(options["host"], options["port"], self._children["web"])
+            self._children["crowd"] = self._start_crowd(options, workflow.pk)
+        return self._supervise()
 
     @staticmethod
     def _wait_for_web(host: str, port: int, web: subprocess.Popen, timeout: float = 120) -> None:
@@ -102,7 +188,7 @@ class Command(BaseCommand):
             "--workflow", str(workflow_id), "--volunteers", str(options["crowd"]), "--rate", str(rate),
             "--state-dir", str(settings.DATA_DIR / "demo-crowd"),
         ]
-        return subprocess.Popen(command, env=self._child_env(), cwd=PLATFORM_DIR)
+        return subprocess.Popen(command, env=self._child_env(), cwd=PLATFORM_DIR, process_group=0, preexec_fn=_die_with_the_demo)
 
     def _scientist(self) -> tuple[Any, str | None]:
         """The demo's project owner; its password is made once and kept in the data folder."""
@@ -130,7 +216,7 @@ class Command(BaseCommand):
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PLATFORM_DIR), str(PLATFORM_DIR.parent), os.environ.get("PYTHONPATH")])),
         }
 
-    def _start_children(self, options: dict[str, Any]) -> dict[str, subprocess.Popen]:
+    def _start_children(self, options: dict[str, Any]) -> None:
         env = self._child_env()
         bin_dir = Path(sys.executable).parent
         commands = {
@@ -148,23 +234,15 @@ class Command(BaseCommand):
                 "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"),
             ],
         }
-        return {name: subprocess.Popen(command, env=env, cwd=PLATFORM_DIR) for name, command in commands.items()}
+        for name, command in commands.items():
+            # Its own process group: Ctrl-C reaches the demo alone, which stops each child and whatever it
+            # forked (gunicorn's and Celery's worker processes) in order.
+            self._children[name] = subprocess.Popen(command, env=env, cwd=PLATFORM_DIR, process_group=0,
+                                                    preexec_fn=_die_with_the_demo)
 
-    def _supervise(self, children: dict[str, subprocess.Popen]) -> None:
-        def stop(*_: Any) -> None:
-            for child in children.values():
-                if child.poll() is None:
-                    child.terminate()
-            deadline = time.monotonic() + 10
-            for child in children.values():
-                try:
-                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.kill()
-            raise SystemExit(0)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    def _supervise(self) -> str:
+        """Watch the children until one (not the crowd) exits; which one, and how."""
+        children = self._children
         while True:
             for name, child in list(children.items()):
                 if child.poll() is None:
@@ -175,8 +253,124 @@ class Command(BaseCommand):
                     del children[name]
                     continue
                 self.stderr.write(f"{name} exited with code {child.returncode}; stopping the demo.")
-                stop()
+                return f"{name} exited with code {child.returncode}"
             time.sleep(1)
+
+    def _stop_children(self) -> None:
+        """The crowd first (it would only retry against a web server going away), then the rest; each
+        process group gets SIGTERM, then SIGKILL once ``STOP_SECONDS`` have passed."""
+        children = getattr(self, "_children", {})
+        order = [["crowd"], [name for name in children if name != "crowd"]]
+        for names in order:
+            group = [children[name] for name in names if name in children]
+            for child in group:
+                _signal_group(child, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_SECONDS
+            for child in group:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            for child in group:  # what is left of each group, the leader gone or not
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+        if children:
+            self.stdout.write(f"Stopped: {', '.join(children)}.")
+        children.clear()
+
+    def _stop_servers(self) -> None:
+        """Stop the embedded PostgreSQL and Redis of the data folder, unless external (DATABASE_URL,
+        REDIS_URL) or still used by another process (then say so and leave them)."""
+        from django.db import connections
+
+        from chorus import embedded
+
+        data_dir = Path(settings.DATA_DIR)
+        stopped = []
+        if not os.environ.get("DATABASE_URL"):
+            others = _wait_for_no_clients(_postgres_clients)
+            connections.close_all()
+            if others is None:
+                self.stdout.write(f"Could not ask the embedded PostgreSQL in {data_dir} who uses it: left as it is.")
+            elif others:
+                self.stdout.write(f"The embedded PostgreSQL in {data_dir} is still used by {others} other connection(s): left running.")
+            elif (data_dir / "postgres" / "postmaster.pid").exists():
+                embedded.stop_postgres(data_dir)
+                stopped.append("PostgreSQL")
+        if not os.environ.get("REDIS_URL") and _redis_up(data_dir):
+            others = _wait_for_no_clients(lambda: _redis_clients(data_dir))
+            if others is None:
+                self.stdout.write(f"Could not ask the embedded Redis in {data_dir} who uses it: left as it is.")
+            elif others:
+                self.stdout.write(f"The embedded Redis in {data_dir} is still used by {others} other connection(s): left running.")
+            else:
+                embedded.stop_redis(data_dir)
+                stopped.append("Redis")
+        if stopped:
+            self.stdout.write(f"Stopped the embedded {' and '.join(stopped)} (the data stays in {data_dir}; "
+                              "running the demo again resumes).")
+
+
+def _raise_stopped(*_: Any) -> None:
+    raise Stopped
+
+
+def _die_with_the_demo() -> None:
+    """In each child before it runs: SIGTERM when the demo dies without stopping it (``kill -9``), so
+    that no web server, worker or crowd outlives it (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+
+
+def _signal_group(child: subprocess.Popen, how: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, how)
+
+
+def _postgres_clients() -> int:
+    """Client connections to the database server other than this process's own."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def _redis_up(data_dir: Path) -> bool:
+    import redis
+
+    from chorus import embedded
+
+    socket_path = embedded.redis_socket(data_dir)
+    try:
+        return socket_path.exists() and bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def _redis_clients(data_dir: Path) -> int:
+    """Connections to the embedded Redis other than the one asking."""
+    import redis
+
+    from chorus import embedded
+
+    client = redis.Redis(unix_socket_path=str(embedded.redis_socket(data_dir)), socket_timeout=2)
+    mine = client.client_id()
+    return sum(1 for c in client.client_list() if int(c["id"]) != mine)
+
+
+def _wait_for_no_clients(count: Any, seconds: float = 3.0) -> int | None:
+    """``count()`` until it is 0 or ``seconds`` pass (a killed child's connections take a moment to
+    close); None if the server cannot be asked."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            n = count()
+        except Exception:  # down, or refusing: not ours to stop
+            return None
+        if n == 0 or time.monotonic() > deadline:
+            return n
+        time.sleep(0.2)
 
 
 def _local(host: str) -> str:
