@@ -148,6 +148,12 @@ export function consensusText(card: Pick<Card, "consensus">): string {
   return c ? `${c.task}: ${c.label ?? c.answer} ${Math.round(c.probability * 100)}%` : "no consensus yet";
 }
 
+/** A cosine distance for a card: three decimals, or two significant digits when tiny. */
+export function distanceText(d: number | undefined): string {
+  if (d === undefined) return "–";
+  return d !== 0 && Math.abs(d) < 0.001 ? d.toExponential(1) : d.toFixed(3);
+}
+
 function say(element: HTMLElement, text: string, isError = false): void {
   element.textContent = text;
   element.classList.toggle("form-error", isError);
@@ -223,7 +229,7 @@ async function searchSimilar(): Promise<void> {
   }
   r.body.query.forEach((card) => state.cards.set(card.id, card));
   renderExamples();
-  for (const card of r.body.results) gallery.append(cardElement(card, `distance ${card.distance?.toPrecision(3)}`));
+  for (const card of r.body.results) gallery.append(cardElement(card, `distance ${distanceText(card.distance)}`));
   void drawMap();
 }
 
@@ -237,7 +243,7 @@ async function loadAnomalies(more = false): Promise<void> {
     gallery.append(h("p", { class: "form-error" }, errorText(r.body, r.status)));
     return;
   }
-  for (const card of r.body.results) gallery.append(cardElement(card, `#${card.rank} · ${r.body.k}th-neighbour distance ${card.anomaly?.toPrecision(3)}`));
+  for (const card of r.body.results) gallery.append(cardElement(card, `#${card.rank} · ${r.body.k}th-neighbour distance ${distanceText(card.anomaly)}`));
 }
 
 function anomalyControls(): void {

@@ -50,7 +50,7 @@ def test_more_like_this_from_a_subject_page_shows_the_gallery(new_page, live_ser
     from similarity.models import SentFirst
 
     workflow, ids = embedded["workflow"], embedded["ids"]
-    page = new_page(viewport={"width": 1280, "height": 1500})
+    page = new_page(viewport={"width": 1200, "height": 950})
     sign_in(page, live_server, "scientist", f"{pages(workflow)['subject']}{ids[0]}/")
     page.click("[data-testid=more-like-this]")
     gallery = "[data-testid=similar-gallery] .sim-card"
