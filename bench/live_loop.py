@@ -62,6 +62,22 @@ def start_worker() -> subprocess.Popen:
     return process
 
 
+def _stop_embedded_servers() -> None:
+    """Stop this run's embedded PostgreSQL and Redis (never external ones, DATABASE_URL / REDIS_URL)."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    from chorus import embedded
+
+    connections.close_all()
+    if not os.environ.get("REDIS_URL"):
+        embedded.stop_redis(Path(settings.DATA_DIR))
+    if not os.environ.get("DATABASE_URL"):
+        embedded.stop_postgres(Path(settings.DATA_DIR))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
@@ -83,6 +99,7 @@ def main() -> None:
     parser.add_argument("--kill-worker-at", type=float, default=None,
                         help="SIGKILL the worker this many seconds into the load and start it again")
     parser.add_argument("--json", action="store_true", help="print the summary line last, as the issue asks")
+    parser.add_argument("--keep-servers", action="store_true", help="leave the embedded PostgreSQL and Redis running")
     args = parser.parse_args()
 
     workflow_id, tokens, subject_ids = populate(args.subjects, args.volunteers, 0, slug_prefix="live")
@@ -152,6 +169,8 @@ def main() -> None:
             process.terminate()
         for process in (server, *workers):
             process.wait(timeout=30)
+        if not args.keep_servers:
+            _stop_embedded_servers()
     lags = [(applied - created).total_seconds() for created, applied in rows if applied is not None]
     unapplied = sum(1 for _, applied in rows if applied is None)
     span = (max(c for c, _ in rows) - min(c for c, _ in rows)).total_seconds() if rows else 0.0
