@@ -305,13 +305,15 @@ def test_models_retrain_promote_and_roll_back(owner_client, owned_workflow, user
     page = owner_client.get(_admin_url(workflow)).content.decode()
     assert "0.934" in page and "0.910" in page and "Promote" in page
     # Whether each may retire, why (not), and how right its line's retirements were on gold.
-    assert '<td title="1 version(s) so far, 2 needed for stability">no</td>' in page and '<td title="stable">yes</td>' in page
+    # (then, on a tree, one line per question: what the version answers, and why not the rest)
+    assert '<td title="1 version(s) so far, 2 needed for stability">no<' in page and '<td title="stable">yes<' in page
+    assert '<li data-task="T2">T2: humans only: a drawing task</li>' in page
     assert "0.989 (87)" in page
     # Trained per answer: which answers it may retire with.
     _version(workflow, 4, trained=True, trained_reason="per answer", retire_answers=[0])
     page = owner_client.get(_admin_url(workflow)).content.decode()
     label = workflow.tasks["tasks"][workflow.tasks["first_task"]]["answers"][0]["label"]
-    assert f'<td title="per answer">yes: {label}</td>' in page
+    assert f'<td title="per answer">yes: {label}<' in page
 
     assert _post(owner_client, workflow, f"models/{first.pk}/promote").status_code == 302
     assert _post(owner_client, workflow, f"models/{second.pk}/promote").status_code == 302

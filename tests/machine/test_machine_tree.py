@@ -165,6 +165,16 @@ def test_a_question_the_machine_is_not_trained_on_stays_with_humans(machine_tree
     said = {q["task"]: q for q in machine_questions(v2)}
     assert said["T0"]["answers"] and said["T0"]["text"].startswith("T0: answers: 95% on")
     assert not said["T1"]["answers"] and said["T1"]["text"].startswith("T1: gate not passed: 50% on") and "needs 90%" in said["T1"]["text"]
+    # ... and the admin page's model table says it per question, beside the overall "trained".
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    admin = get_user_model().objects.create_superuser("machine-admin", password="x")
+    client = Client()
+    client.force_login(admin)
+    page = client.get(f"/projects/{workflow.project.slug}/workflows/{workflow.pk}/admin/").content.decode()
+    assert '<li data-task="T0">T0: answers: 95% on' in page
+    assert '<li data-task="T1">T1: gate not passed: 50% on' in page
 
 
 def test_every_cnn_is_built_with_the_tree_mirror_swaps_and_reused_only_while_they_match(machine_tree_workflow) -> None:
