@@ -171,7 +171,7 @@ class LoggedClassification:
     annotations: list[dict]
     counts: bool
     gold: dict | None
-    # A machine agent's request to retire the subject on this answer (machine.services sets it only for
+    # A machine agent's request to retire the subject on this answer (machine.prediction sets it only for
     # a trained model above its threshold; live.services trusts it only from a machine agent).
     machine_retire: bool = False
     # A machine agent's probabilities for the first question (None for a human's classification).

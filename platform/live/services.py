@@ -89,7 +89,7 @@ def _entry(classification: Classification, machine_ids: frozenset[int] = frozens
         # Client metadata is the volunteer's to write: a retirement request counts only from a machine agent.
         machine_retire=classification.volunteer_id in machine_ids
         and bool((classification.metadata or {}).get(engine_lib.MACHINE_RETIRE_KEY)),
-        # As machine.services stores them (only a machine agent's are read).
+        # As machine.prediction stores them (only a machine agent's are read).
         machine_probabilities=(classification.metadata or {}).get("probabilities") if classification.volunteer_id in machine_ids else None,
     )
 
