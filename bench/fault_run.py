@@ -49,7 +49,7 @@ os.environ.setdefault("CHORUS_DATA_DIR", str(ROOT / "var" / "bench-fault"))
 
 from http_api import populate, start_gunicorn  # noqa: E402  (sets the environment up too: throttles, log level)
 from loadgen import LoadResult, json_body, run_load  # noqa: E402
-from platform_processes import database_url, reset_platform, start_worker  # noqa: E402
+from platform_processes import database_url, reset_platform, start_worker, stop_embedded_servers  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -182,15 +182,7 @@ def main() -> None:
                 process.kill()
                 process.wait()
         if not args.keep_servers:
-            from django.db import connections
-
-            from chorus import embedded
-
-            connections.close_all()
-            if not os.environ.get("REDIS_URL"):
-                embedded.stop_redis(data_dir)
-            if not os.environ.get("DATABASE_URL"):
-                embedded.stop_postgres(data_dir)
+            stop_embedded_servers()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {args.output}", flush=True)

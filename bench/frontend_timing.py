@@ -32,6 +32,7 @@ os.environ.setdefault("CHORUS_THROTTLE_VOLUNTEER", "100000/min")
 os.environ.setdefault("CHORUS_LOG_LEVEL", "WARNING")
 
 from http_api import start_gunicorn  # noqa: E402  (after this script's own environment defaults)
+from platform_processes import stop_embedded_servers  # noqa: E402
 
 CHROMIUM = os.environ.get("CHORUS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -83,18 +84,6 @@ def prepare() -> tuple[int, str]:
     return workflow.pk, workflow.project.slug
 
 
-def stop_embedded_servers() -> None:
-    """Stop the embedded PostgreSQL and Redis this run started (external servers are left alone)."""
-    from django.conf import settings
-    from django.db import connections
-
-    from chorus import embedded
-
-    connections.close_all()
-    if not os.environ.get("REDIS_URL"):
-        embedded.stop_redis(settings.DATA_DIR)
-    if not os.environ.get("DATABASE_URL"):
-        embedded.stop_postgres(settings.DATA_DIR)
 
 
 def stats(values: list[float]) -> dict:

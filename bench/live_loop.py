@@ -43,6 +43,7 @@ os.environ.setdefault("CHORUS_DATA_DIR", str(ROOT / "var" / "bench-live"))
 
 from http_api import populate, start_gunicorn  # noqa: E402  (sets the environment up too)
 from loadgen import json_body, run_load  # noqa: E402
+from platform_processes import stop_embedded_servers  # noqa: E402
 
 
 def start_worker() -> subprocess.Popen:
@@ -60,22 +61,6 @@ def start_worker() -> subprocess.Popen:
     if process.poll() is not None:
         raise RuntimeError(f"worker failed: {log.read_text()[-2000:]}")
     return process
-
-
-def _stop_embedded_servers() -> None:
-    """Stop this run's embedded PostgreSQL and Redis (never external ones, DATABASE_URL / REDIS_URL)."""
-    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
-        return
-    from django.conf import settings
-    from django.db import connections
-
-    from chorus import embedded
-
-    connections.close_all()
-    if not os.environ.get("REDIS_URL"):
-        embedded.stop_redis(Path(settings.DATA_DIR))
-    if not os.environ.get("DATABASE_URL"):
-        embedded.stop_postgres(Path(settings.DATA_DIR))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,7 +155,7 @@ def main() -> None:
         for process in (server, *workers):
             process.wait(timeout=30)
         if not args.keep_servers:
-            _stop_embedded_servers()
+            stop_embedded_servers()
     lags = [(applied - created).total_seconds() for created, applied in rows if applied is not None]
     unapplied = sum(1 for _, applied in rows if applied is None)
     span = (max(c for c, _ in rows) - min(c for c, _ in rows)).total_seconds() if rows else 0.0

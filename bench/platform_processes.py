@@ -67,3 +67,19 @@ def reset_platform(data_dir: Path) -> None:
     broker = (redis.Redis(unix_socket_path=url.removeprefix("redis+socket://")) if url.startswith("redis+socket://")
               else redis.Redis.from_url(url))
     broker.flushdb()  # no task left from an earlier run
+
+
+def stop_embedded_servers() -> None:
+    """Stop the embedded PostgreSQL and Redis this run started (external servers, DATABASE_URL /
+    REDIS_URL, are left alone): every benchmark stops what it started."""
+    from django.conf import settings
+    from django.db import connections
+
+    from chorus import embedded
+
+    connections.close_all()
+    data_dir = Path(settings.DATA_DIR)
+    if not os.environ.get("REDIS_URL"):
+        embedded.stop_redis(data_dir)
+    if not os.environ.get("DATABASE_URL"):
+        embedded.stop_postgres(data_dir)

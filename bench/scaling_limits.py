@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT / "bench")]
 os.environ.setdefault("CHORUS_DATA_DIR", str(ROOT / "var" / "bench-scaling"))
 
 from http_api import populate  # noqa: E402  (sets the environment up too)
+from platform_processes import database_url, stop_embedded_servers  # noqa: E402
 
 ROW = json.dumps({"annotations": [{"task": "T0", "value": 1}, {"task": "T1", "value": 1},
                                   {"task": "T2", "value": [{"tool": 0, "x": 150, "y": 160, "width": 40, "height": 30}]}],
@@ -43,7 +44,6 @@ def commit_rate(seconds: float, connections: int, rows_per_statement: int) -> di
     """Threads committing INSERTs of ``rows_per_statement`` rows each into a scratch table, in autocommit."""
     import psycopg
     from django.db import connection as django_connection
-    from platform_processes import database_url
 
     url = database_url()
     with psycopg.connect(url, autocommit=True) as setup:
@@ -136,8 +136,6 @@ def main() -> None:
     parser.add_argument("--keep-servers", action="store_true", help="leave the embedded servers running")
     args = parser.parse_args()
 
-    from django.conf import settings
-
     try:
         workflow_id, tokens, subject_ids = populate(args.subjects, args.volunteers, 0, slug_prefix="scaling")
         single = commit_rate(args.seconds, args.connections, 1)
@@ -147,13 +145,8 @@ def main() -> None:
         applier = applier_rate(workflow_id, tokens, subject_ids, args.classifications)
         print(json.dumps({"one_applier": applier}), flush=True)
     finally:
-        if not args.keep_servers and not os.environ.get("DATABASE_URL"):
-            from django.db import connections
-
-            from chorus import embedded
-
-            connections.close_all()
-            embedded.stop_embedded_servers(Path(settings.DATA_DIR))
+        if not args.keep_servers:
+            stop_embedded_servers()
     report = {
         "machine": "shared 2-core VM (other work running beside it: see the note in docs/scaling.md)",
         "command": " ".join(["bench/scaling_limits.py", *sys.argv[1:]]),
