@@ -124,9 +124,13 @@ def machine_worker(volunteer_id: int, probabilities: Sequence[float]) -> str:
 class WorkflowEngine:
     """One workflow's aggregator and how machine agents enter it, serialised together."""
 
-    def __init__(self, aggregator: WorkflowAggregator, machine_agents: str = DEFAULT_MACHINE_AGENTS) -> None:
+    def __init__(self, aggregator: WorkflowAggregator, machine_agents: str = DEFAULT_MACHINE_AGENTS,
+                 machine_requests: dict[Any, dict[str, int]] | None = None) -> None:
         self.aggregator = aggregator
         self.machine_agents = machine_agents  # see MACHINE_AGENTS
+        # Per unretired subject, the answers of the machine's latest request to retire it that could
+        # not be granted yet (``apply``): {subject: {question: answer}}.
+        self.machine_requests: dict[Any, dict[str, int]] = dict(machine_requests or {})
 
     @property
     def first_task(self) -> str:
@@ -141,17 +145,21 @@ class WorkflowEngine:
         return self.aggregator.boxes
 
     def to_dict(self) -> dict:
-        return {"format": ENGINE_FORMAT, "aggregator": self.aggregator.to_dict(), "machine_agents": self.machine_agents}
+        return {"format": ENGINE_FORMAT, "aggregator": self.aggregator.to_dict(), "machine_agents": self.machine_agents,
+                "machine_requests": [[subject, answers] for subject, answers in self.machine_requests.items()]}
 
     @classmethod
     def from_dict(cls, data: dict) -> WorkflowEngine:
         """Raises ``ValueError`` for a state saved in another format (the caller replays the log)."""
         if data.get("format") != ENGINE_FORMAT:
             raise ValueError(f"engine state format {data.get('format')!r} is not {ENGINE_FORMAT!r}")
-        return cls(WorkflowAggregator.from_dict(data["aggregator"]), data.get("machine_agents", DEFAULT_MACHINE_AGENTS))
+        return cls(WorkflowAggregator.from_dict(data["aggregator"]), data.get("machine_agents", DEFAULT_MACHINE_AGENTS),
+                   {subject: answers for subject, answers in data.get("machine_requests", [])})
 
 
-ENGINE_FORMAT = "chorus-engine/2"
+# /3: the machine's standing retirement requests (``WorkflowEngine.machine_requests``); a state saved
+# in /2 lacks them, so it is rebuilt from the log.
+ENGINE_FORMAT = "chorus-engine/3"
 
 
 def new_engine(tasks: dict, config: dict) -> WorkflowEngine:
@@ -195,7 +203,22 @@ def apply(engine: WorkflowEngine, entry: LoggedClassification) -> Applied:
         agent = machine_worker(entry.volunteer_id, entry.machine_probabilities)
     decision = aggregator.add_classification(entry.subject_id, agent, entry.annotations, counts=entry.counts, gold=gold or None)
     posteriors = {key: posterior_of(engine, entry.subject_id, key) for key in decision.questions}
-    if entry.machine_retire and decision.retired is None and _machine_retire(aggregator, entry):
+    requests = engine.machine_requests
+    if entry.machine_probabilities is not None or entry.machine_retire:
+        # The machine's latest prediction of the subject replaces any earlier request: a newer
+        # version that no longer asks withdraws it.
+        requests.pop(entry.subject_id, None)
+        answers = _machine_answers(aggregator, entry) if entry.machine_retire else {}
+        if answers and decision.retired is None:
+            requests[entry.subject_id] = answers
+    answers = requests.get(entry.subject_id)
+    if decision.retired is not None:
+        requests.pop(entry.subject_id, None)
+    elif answers and _machine_retire(aggregator, entry.subject_id, answers):
+        # Granted now, or on a later human classification once the rest of the tree is settled: the
+        # machine vouches for the questions, volunteers still draw (a CNN that answers "smooth"
+        # cannot mark companions), and the retirement is the machine's whichever came last.
+        requests.pop(entry.subject_id, None)
         return Applied(posteriors, MACHINE_REASON, True, stored_posterior(engine, entry.subject_id))  # after the retirement's credit
     return Applied(posteriors, decision.retired, decision.newly_retired,
                    stored_posterior(engine, entry.subject_id, decision.risks, decision.boxes))
@@ -206,7 +229,19 @@ MACHINE_REASON = "machine"
 MACHINE_RETIRE_KEY = "machine_retire"
 
 
-def _machine_retire(aggregator: WorkflowAggregator, entry: LoggedClassification) -> bool:
+def _machine_answers(aggregator: WorkflowAggregator, entry: LoggedClassification) -> dict[str, int]:
+    """The machine's answers to the questions it vouches for in ``entry``: every question it
+    answered with the whole-workflow scope, the first question alone under the first-question rule."""
+    answers = {a.get("task"): a.get("value") for a in entry.annotations
+               if isinstance(aggregator.estimators.get(a.get("task")), ConsensusEstimator)}
+    if aggregator.retirement.scope != "workflow":
+        answers = {key: value for key, value in answers.items() if key == aggregator.first_task}
+    if not all(isinstance(value, int) for value in answers.values()):
+        return {}
+    return answers
+
+
+def _machine_retire(aggregator: WorkflowAggregator, subject_id: Any, answers: dict[str, int]) -> bool:
     """Retire an active, non-gold subject on the machine's confident answers when the subject's
     posterior (every answer so far, the machine's included) agrees with each of them, and, with
     whole-workflow retirement, every other required task is already settled: the machine vouches for
@@ -215,25 +250,23 @@ def _machine_retire(aggregator: WorkflowAggregator, entry: LoggedClassification)
     reach its answers imply (a galaxy it vouches is smooth never reaches the spiral-arms question).
     Under the first-question rule, its answer to the first question alone.
 
+    Checked when the machine asks and again at each later classification of the subject until it is
+    granted, retired otherwise, or withdrawn by a newer prediction (``WorkflowEngine.machine_requests``).
     Decided from the log alone, so a rebuild repeats it exactly."""
-    answers = {a.get("task"): a.get("value") for a in entry.annotations
-               if isinstance(aggregator.estimators.get(a.get("task")), ConsensusEstimator)}
     whole = aggregator.retirement.scope == "workflow"
-    if not whole:
-        answers = {key: value for key, value in answers.items() if key == aggregator.first_task}
-    if not answers or not all(isinstance(value, int) for value in answers.values()):
+    if not answers:
         return False
-    posteriors = {key: np.asarray(aggregator.posterior(entry.subject_id, key), dtype=float) for key in aggregator.estimators}
+    posteriors = {key: np.asarray(aggregator.posterior(subject_id, key), dtype=float) for key in aggregator.estimators}
     if any(int(posteriors[key].argmax()) != answer for key, answer in answers.items()):
         return False
     if whole:
         for key, answer in answers.items():
             posteriors[key] = np.eye(len(posteriors[key]))[answer]
-        reach = aggregator.reach(entry.subject_id, posteriors)
+        reach = aggregator.reach(subject_id, posteriors)
         if any(risk.bar is not None and reach[risk.task] * risk.risk >= risk.bar
-               for risk in aggregator.task_risks(entry.subject_id) if risk.task not in answers):
+               for risk in aggregator.task_risks(subject_id) if risk.task not in answers):
             return False
-    return aggregator.retire(entry.subject_id, MACHINE_REASON)
+    return aggregator.retire(subject_id, MACHINE_REASON)
 
 
 def posterior_of(engine: WorkflowEngine, subject_id: int, task_key: str) -> Any:

@@ -234,3 +234,35 @@ def test_the_machine_retires_a_subject_only_when_every_required_task_is_settled(
     # The first-question rule: its answer to the first question alone decides, as before.
     first = engine_lib.new_engine(TREE_TASKS, engine_lib.engine_config({"scope": "first_question", "half_trust": 0}, TREE_TASKS))
     assert engine_lib.apply(first, _machine_answer(1, {"T0": 1})).retired_reason == engine_lib.MACHINE_REASON
+
+
+def test_a_machine_request_waits_for_the_rest_of_the_tree_and_a_newer_prediction_withdraws_it() -> None:
+    """The machine asks to retire a disk whose arms are not yet settled: the request stands, and the
+    human classification that settles the arms retires the subject as the machine's; a newer
+    prediction that no longer asks withdraws it. Both survive a save and restore of the engine."""
+    config = engine_lib.engine_config({"scope": "workflow", "half_trust": 0}, TREE_TASKS)
+    with_request = engine_lib.new_engine(TREE_TASKS, config)
+    without = engine_lib.new_engine(TREE_TASKS, config)
+    assert engine_lib.apply(with_request, _machine_answer(1, {"T0": 1}, counts=False)).retired_reason is None
+    assert with_request.machine_requests == {1: {"T0": 1}}
+    with_request = engine_lib.WorkflowEngine.from_dict(engine_lib.WorkflowEngine.to_dict(with_request))  # saved and restored
+    assert with_request.machine_requests == {1: {"T0": 1}}
+    reasons = []
+    for volunteer in range(300, 320):
+        reasons.append(engine_lib.apply(with_request, _human(1, volunteer, 1, 1)).retired_reason)
+        engine_lib.apply(without, _human(1, volunteer, 1, 1))
+        if reasons[-1] is not None:
+            break
+    # Granted on a human's classification, before the humans alone retired the subject.
+    assert reasons[-1] == engine_lib.MACHINE_REASON and reasons[:-1] == [None] * (len(reasons) - 1)
+    assert engine_lib.retired_subjects(without).get(1) is None and with_request.machine_requests == {}
+
+    # A newer prediction without the request withdraws it: the same humans then do not retire it early.
+    withdrawn = engine_lib.new_engine(TREE_TASKS, config)
+    engine_lib.apply(withdrawn, _machine_answer(2, {"T0": 1}, counts=False))
+    newer = engine_lib.LoggedClassification(subject_id=2, volunteer_id=7, annotations=[{"task": "T0", "value": 1}], counts=False,
+                                            gold=None, machine_retire=False, machine_probabilities=[0.2, 0.8])
+    engine_lib.apply(withdrawn, newer)
+    assert withdrawn.machine_requests == {}
+    for volunteer in range(300, 300 + len(reasons)):
+        assert engine_lib.apply(withdrawn, _human(2, volunteer, 1, 1)).retired_reason is None

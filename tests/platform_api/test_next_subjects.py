@@ -151,3 +151,40 @@ def test_openapi_schema_and_docs_are_served(client) -> None:
     paths = schema.json()["paths"]
     assert "/api/workflows/{id}/next-subjects/" in paths and "/api/classifications/" in paths
     assert client.get("/api/docs/").status_code == 200
+
+
+def _set_priorities(workflow, priorities) -> list[int]:
+    """Give the workflow's subjects these priorities (in subject id order); their ids, best first."""
+    states = list(workflow.subject_states.order_by("subject_id"))
+    for state, priority in zip(states, priorities, strict=True):
+        SubjectWorkflowState.objects.filter(pk=state.pk).update(priority=priority)
+    return [s.subject_id for s in sorted(states, key=lambda s: -priorities[states.index(s)])]
+
+
+def test_volunteers_asking_at_once_get_different_subjects_of_a_nearly_tied_queue(make_workflow, token_client, clean_redis) -> None:
+    workflow = make_workflow(n=8)
+    ids = _set_priorities(workflow, [0.5 + 0.001 * i for i in range(8)])
+    served = [[s["id"] for s in _next(token_client(f"v{i}"), workflow, count=2)["subjects"]] for i in range(4)]
+    # Plain priority order would have handed all four the same two subjects.
+    assert served[0] == ids[:2]
+    assert sorted(sum(served, [])) == sorted(ids)
+    # Once every subject is held by one browser, the order is the priorities' again.
+    assert [s["id"] for s in _next(token_client("v4"), workflow, count=2)["subjects"]] == ids[:2]
+
+
+def test_a_far_more_valuable_subject_is_still_served_to_everyone(make_workflow, token_client, clean_redis) -> None:
+    workflow = make_workflow(n=6)
+    ids = _set_priorities(workflow, [0.9, 0.1, 0.11, 0.12, 0.13, 0.14])
+    for i in range(3):  # 0.9 / (1 + 2) is still above 0.14
+        assert _next(token_client(f"v{i}"), workflow, count=1)["subjects"][0]["id"] == ids[0]
+
+
+def test_without_redis_the_queue_is_plain_priority_order(make_workflow, token_client, clean_redis, monkeypatch) -> None:
+    from classifications import throttles
+
+    workflow = make_workflow(n=6)
+    ids = _set_priorities(workflow, [0.5 + 0.001 * i for i in range(6)])
+    # As after a failed call: the circuit is open, the queue does not wait on Redis.
+    monkeypatch.setitem(throttles._redis_state, "down_until", float("inf"))
+    for i in range(2):
+        assert [s["id"] for s in _next(token_client(f"v{i}"), workflow, count=2)["subjects"]] == ids[:2]

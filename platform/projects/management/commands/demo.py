@@ -1,8 +1,9 @@
-"""``manage.py demo``: the demo platform in one command: web, Celery worker and scheduler.
+"""``manage.py demo``: the demo platform in one command: web, Celery workers and scheduler.
 
 It migrates the database, collects static files, creates the galaxy demo project (idempotent), a
-scientist account that owns it, then runs gunicorn, a Celery worker (aggregation and
-machine-learning queues) and Celery beat as child processes, and prints the URL to open.
+scientist account that owns it, then runs gunicorn, two Celery workers (the live loop's
+"aggregation" queue, and the machine's "ml" queue, so that a training never holds up votes) and
+Celery beat as child processes, and prints the URL to open.
 Without DATABASE_URL / REDIS_URL the embedded PostgreSQL and Redis are used (see chorus.embedded).
 
 ``--sample`` picks the galaxies (``projects.services.DEMO_SAMPLES``): ``gz1_2000`` (the default:
@@ -225,9 +226,16 @@ class Command(BaseCommand):
                 "--bind", f"{options['host']}:{options['port']}", "--workers", str(options["web_workers"]),
                 "--access-logfile", "-", "--graceful-timeout", "5",
             ],
+            # Two workers, as in docker-compose.yml: one worker process on both queues ran a training
+            # (minutes) between two batches of votes, and the live dashboard stood still meanwhile
+            # (measured: 600 to 1,250 votes waiting at each retraining, bench/demo_loop.py).
             "worker": [
-                str(bin_dir / "celery"), "-A", "chorus", "worker", "-Q", "aggregation,ml", "--concurrency", "1",
+                str(bin_dir / "celery"), "-A", "chorus", "worker", "-Q", "aggregation", "--concurrency", "1",
                 "--loglevel", "INFO", "--hostname", "demo-worker@%h",
+            ],
+            "ml-worker": [
+                str(bin_dir / "celery"), "-A", "chorus", "worker", "-Q", "ml", "--concurrency", "1",
+                "--loglevel", "INFO", "--hostname", "demo-ml-worker@%h",
             ],
             "scheduler": [
                 str(bin_dir / "celery"), "-A", "chorus", "beat", "--loglevel", "INFO",
@@ -237,7 +245,13 @@ class Command(BaseCommand):
         for name, command in commands.items():
             # Its own process group: Ctrl-C reaches the demo alone, which stops each child and whatever it
             # forked (gunicorn's and Celery's worker processes) in order.
-            self._children[name] = subprocess.Popen(command, env=env, cwd=PLATFORM_DIR, process_group=0,
+            child_env = env
+            if name == "ml-worker":
+                # torch takes every core by default; one is left to the web server, PostgreSQL and the
+                # live loop, which the volunteers (and the simulated crowd) wait on.
+                threads = str(max(1, (os.cpu_count() or 2) - 1))
+                child_env = env | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+            self._children[name] = subprocess.Popen(command, env=child_env, cwd=PLATFORM_DIR, process_group=0,
                                                     preexec_fn=_die_with_the_demo)
 
     def _supervise(self) -> str:
