@@ -33,7 +33,11 @@ DEMO_SAMPLES: dict[str, tuple[Path, str]] = {
 # a retraining every 100 human retirements from 100 training subjects, small images and few epochs
 # (the demo runs on a laptop's CPU), and bars for machine retirement below the platform's defaults
 # (0.9 and 0.98), which a CNN trained on a few hundred galaxies and measured on ~100 gold ones
-# does not reach within a demo.
+# does not reach within a demo. Measured (bench/demo_loop.py, issue 32): the first versions of the
+# 48-px CNN are ~0.84 right on the held-out gold T0 (75% of it smooth), and only ~8 gold galaxies
+# reach 0.99, fewer than the 20 a retirement record needs; so the demo retires from 0.95 and gates
+# the version at 0.8. What keeps the machine's retirements honest is the other gate, kept at 0.95:
+# the line must be right on the gold galaxies it would itself have retired (min_retire_accuracy).
 DEMO_ACTIVE_LEARNING: dict = {
     "enabled": True,
     "retrain_every": 100,
@@ -44,7 +48,8 @@ DEMO_ACTIVE_LEARNING: dict = {
     "warm_epochs": 2,
     "min_steps": 100,
     "mc_samples": 10,
-    "min_gold_accuracy": 0.85,
+    "machine_threshold": 0.95,
+    "min_gold_accuracy": 0.8,
     "min_retire_accuracy": 0.95,
 }
 
