@@ -36,8 +36,11 @@ DEMO_SAMPLES: dict[str, tuple[Path, str]] = {
 # does not reach within a demo. Measured (bench/demo_loop.py, issue 32): the first versions of the
 # 48-px CNN are ~0.84 right on the held-out gold T0 (75% of it smooth), and only ~8 gold galaxies
 # reach 0.99, fewer than the 20 a retirement record needs; so the demo retires from 0.95 and gates
-# the version at 0.8. What keeps the machine's retirements honest is the other gate, kept at 0.95:
-# the line must be right on the gold galaxies it would itself have retired (min_retire_accuracy).
+# the version at 0.8. What keeps the machine's retirements honest is the other gate: the line must be
+# right on the gold galaxies it would itself have retired. The demo has 100 gold galaxies and a
+# version is sure of 14-25 of them in its first 10 minutes, so that record is judged from 10 of them
+# at 0.9 (one miss in 14 is 0.93, which a 0.95 bar reads as a failed line); the dashboard's tally
+# scores the machine's retirements against GZ1 meanwhile (98.9% right in bench/demo_loop.py).
 DEMO_ACTIVE_LEARNING: dict = {
     "enabled": True,
     "retrain_every": 100,
@@ -50,7 +53,8 @@ DEMO_ACTIVE_LEARNING: dict = {
     "mc_samples": 10,
     "machine_threshold": 0.95,
     "min_gold_accuracy": 0.8,
-    "min_retire_accuracy": 0.95,
+    "min_gold_subjects": 10,
+    "min_retire_accuracy": 0.9,
 }
 
 DEMO_TASKS: dict = {
