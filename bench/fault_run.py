@@ -1,12 +1,16 @@
 """Fault run (issue 25): the live loop under load while its processes are killed, from the database.
 
 Real processes, as the other platform benches start them: gunicorn (``http_api.start_gunicorn``),
-one Celery worker on the aggregation queue (``platform_processes.start_worker``), Celery beat, and
+``--workers`` Celery workers on the aggregation queue (``platform_processes.start_worker``; 2 by
+default, as ``docker compose up --scale worker=2`` in docker-compose.yml runs them), Celery beat, and
 the embedded PostgreSQL and Redis in their own data folder (``var/bench-fault``; or DATABASE_URL /
 REDIS_URL). An open-loop load (``loadgen``) submits at ``--rate`` requests per second for
 ``--seconds`` (``--batch-share`` of them to the batch endpoint, ``--batch-size`` classifications
 each), through token-authenticated volunteers. Meanwhile:
-- the worker is SIGKILLed ``--worker-kills`` times and started again at once (a supervisor's restart);
+- a worker is SIGKILLed ``--worker-kills`` times, the one holding the applier lock if one does (the
+  worst case: it dies mid-batch), and started again at once (a supervisor's restart); with one
+  worker the votes that arrive meanwhile wait for its restart, with two the other takes over the
+  dead holder's lock at once (``live.hot_state.ApplierLock``);
 - redis-server is SIGKILLed ``--redis-kills`` times and started again after ``--redis-down`` seconds
   (broker, throttles, sessions' cache and hot state all go with it);
 - ``--duplicates`` of the submissions are sent twice with the same idempotency key: half re-sent
@@ -21,7 +25,7 @@ Then it waits until nothing is unapplied (at most ``--settle`` seconds) and read
 - ``max_lag_s``: the largest time from a classification's commit to the commit of its posterior.
 Goal: lost 0, double_counted 0, http_5xx 0, rebuild_matches true, max_lag_s < 5.
 
-Usage: .venv/bin/python bench/fault_run.py [--rate 100] [--seconds 90] [--json] [--worker-kills 2]
+Usage: .venv/bin/python bench/fault_run.py [--rate 100] [--seconds 90] [--json] [--workers 2] [--worker-kills 2]
        [--redis-kills 1] [--redis-down 1] [--duplicates 0.05] [--subjects 5000] [--volunteers 1000]
 Writes bench/results/fault_run.json (or --output); with --json prints the summary line last. Every
 process it starts (servers included, unless they were external or --keep-servers) is stopped at the end.
@@ -106,21 +110,36 @@ def kill_redis(data_dir: Path, down_seconds: float) -> dict:
 class Faults:
     """The fault schedule, run in a thread beside the load: kill and restart the worker or Redis."""
 
-    def __init__(self, data_dir: Path, worker: subprocess.Popen, redis_down: float) -> None:
+    def __init__(self, data_dir: Path, workers: list[subprocess.Popen], redis_down: float, workflow_id: int) -> None:
         self.data_dir = data_dir
-        self.workers = [worker]
+        self.workers = list(workers)  # every worker started, the killed ones included (all stopped at the end)
+        self.workflow_id = workflow_id
         self.redis_down = redis_down
         self.log: list[dict] = []
         self.errors: list[str] = []
 
+    def lock_holder_pid(self) -> int | None:
+        """The pid named by the workflow's applier lock (``host|pid|…``), if it is held."""
+        from live import hot_state
+
+        try:
+            raw = hot_state.client().get(hot_state.key(self.workflow_id, "lock"))
+        except Exception:  # noqa: BLE001 - Redis down: no holder known, kill any worker
+            return None
+        pid = raw.decode(errors="replace").split("|")[1] if raw else ""
+        return int(pid) if pid.isdigit() else None
+
     def kill_worker(self) -> dict:
-        doomed = self.workers[-1]
+        alive = [worker for worker in self.workers if worker.poll() is None]
+        holder = self.lock_holder_pid()
+        doomed = next((worker for worker in alive if worker.pid == holder), alive[-1])
         killed_at = time.time()
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         log = self.data_dir / f"fault-worker-{len(self.workers)}.log"
         self.workers.append(start_worker(f"fault{len(self.workers)}", "aggregation", log))
-        return {"fault": "worker SIGKILL", "at": killed_at, "pid": doomed.pid, "restart_seconds": round(time.time() - killed_at, 2)}
+        return {"fault": "worker SIGKILL", "at": killed_at, "pid": doomed.pid, "held_the_lock": doomed.pid == holder,
+                "workers_alive_meanwhile": len(alive) - 1, "restart_seconds": round(time.time() - killed_at, 2)}
 
     def run(self, began: float, schedule: list[tuple[float, str]]) -> None:
         for offset, kind in schedule:
@@ -141,6 +160,7 @@ def main() -> None:
     parser.add_argument("--batch-share", type=float, default=0.1, help="share of requests sent to the batch endpoint")
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of submissions sent twice with their key")
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers on the aggregation queue (solo pool each)")
     parser.add_argument("--worker-kills", type=int, default=2)
     parser.add_argument("--redis-kills", type=int, default=1)
     parser.add_argument("--redis-down", type=float, default=1.0, help="seconds redis-server stays down")
@@ -169,7 +189,8 @@ def main() -> None:
         workflow_id, tokens, subject_ids = populate(args.subjects, args.volunteers, 0, slug_prefix="fault")
         processes.append(start_gunicorn(args.port, args.web_workers, args.threads))
         processes.append(start_beat(data_dir / "fault-beat.log"))
-        faults = Faults(data_dir, start_worker("fault0", "aggregation", data_dir / "fault-worker-0.log"), args.redis_down)
+        workers = [start_worker(f"fault{n}", "aggregation", data_dir / f"fault-worker-{n}.log") for n in range(args.workers)]
+        faults = Faults(data_dir, workers, args.redis_down, workflow_id)
         report = run(args, workflow_id, tokens, subject_ids, faults, data_dir)
     finally:
         for process in [*processes, *(faults.workers if faults else [])]:
@@ -327,7 +348,7 @@ def run(args: argparse.Namespace, workflow_id: int, tokens: list[str], subject_i
     http_5xx = sum(count for status, count in statuses.items() if int(status) >= 500)
     lost = len(acknowledged - stored_keys)
     report = {
-        "machine": "shared 2-core VM; gunicorn, PostgreSQL, Redis, 1 Celery worker, beat and the load generator on it",
+        "machine": f"shared 2-core VM; gunicorn, PostgreSQL, Redis, {args.workers} Celery worker(s), beat and the load generator on it",
         "command": " ".join(["bench/fault_run.py", *sys.argv[1:]]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "gunicorn": f"{args.web_workers} gthread workers x {args.threads} threads",
