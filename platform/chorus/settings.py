@@ -235,7 +235,7 @@ REST_FRAMEWORK = {
     # header as sent (DRF's default without NUM_PROXIES): a client could name a new address per guess.
     "NUM_PROXIES": int(os.environ.get("CHORUS_NUM_PROXIES", "0")),
     "DEFAULT_PARSER_CLASSES": ["classifications.parsers.LimitedJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "classifications.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "classifications.api_errors.exception_handler",
 }
@@ -252,6 +252,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation's error answers (400 field errors, 401/403/404/405/413/429 details), declared once.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "chorus.openapi.add_error_responses"],
 }
 
 LOGGING = {

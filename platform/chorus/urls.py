@@ -45,4 +45,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """No such URL: JSON under /api/ (as every API error is, and as the schema says), Django's page
+    otherwise. A path that matches no route (``/api/workflows/abc/``) never reaches DRF's handler."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = page_not_found
 handler500 = server_error

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.request import Request
@@ -46,7 +48,7 @@ def _volunteer(request: Request) -> services.Volunteer:
 class SessionView(APIView):
     """Start or resume a volunteer session: sets the CSRF cookie, creates the anonymous volunteer."""
 
-    @extend_schema(responses={200: VolunteerSerializer})
+    @extend_schema(responses={200: inline_serializer("Session", {"volunteer": VolunteerSerializer()})})
     @method_decorator(ensure_csrf_cookie)
     def get(self, request: Request) -> Response:
         return Response({"volunteer": VolunteerSerializer(_volunteer(request)).data})
@@ -69,11 +71,19 @@ class WorkflowDetailView(generics.RetrieveAPIView):
     queryset = Workflow.objects.select_related("project")
 
 
+# What ``count`` and ``exclude`` accept, checked as the schema states them (a value the schema
+# refuses is refused here too, not half-read by int()): ASCII digits; up to 200 ids and commas.
+COUNT_PATTERN = r"[0-9]{1,3}"
+EXCLUDE_PATTERN = r"^([0-9]{1,18}(,[0-9]{1,18}){0,199})?$"
+
+
 class NextSubjectsView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("count", OpenApiTypes.INT, description="1 to 20 subjects (default 5)"),
-            OpenApiParameter("exclude", OpenApiTypes.STR, description="comma-separated subject ids already queued"),
+            OpenApiParameter("count", {"type": "integer", "minimum": 1, "maximum": selectors.MAX_NEXT_SUBJECTS},
+                             description=f"1 to {selectors.MAX_NEXT_SUBJECTS} subjects (default 5)"),
+            OpenApiParameter("exclude", {"type": "string", "pattern": EXCLUDE_PATTERN},
+                             description="at most 200 comma-separated subject ids already queued"),
         ],
         responses={200: NextSubjectsSerializer},
     )
@@ -82,17 +92,15 @@ class NextSubjectsView(APIView):
         if workflow is None:
             raise NotFound("unknown workflow")
         errors: dict[str, list[str]] = {}
-        try:
-            count = int(request.query_params.get("count", 5))
-            if not 1 <= count <= selectors.MAX_NEXT_SUBJECTS:
-                raise ValueError
-        except ValueError:
+        given_count = request.query_params.get("count", "5")
+        count = int(given_count) if re.fullmatch(COUNT_PATTERN, given_count) else 0
+        if not 1 <= count <= selectors.MAX_NEXT_SUBJECTS:
             errors["count"] = [f"an integer from 1 to {selectors.MAX_NEXT_SUBJECTS}"]
-        try:
-            exclude = {int(x) for x in request.query_params.get("exclude", "").split(",") if x.strip()}
-            if len(exclude) > 200:
-                raise ValueError
-        except ValueError:
+        given_exclude = request.query_params.get("exclude", "")
+        exclude: set[int] = set()
+        if re.fullmatch(EXCLUDE_PATTERN, given_exclude):
+            exclude = {int(x) for x in given_exclude.split(",") if x}
+        else:
             errors["exclude"] = ["at most 200 comma-separated subject ids"]
         if errors:
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
@@ -120,7 +128,8 @@ class ClassificationBatchView(APIView):
         items = request.data.get("classifications") if isinstance(request.data, dict) else None
         return min(max(len(items), 1), MAX_BATCH) if isinstance(items, list) else 1
 
-    @extend_schema(request=ClassificationBatchInputSerializer, responses={200: ClassificationResultSerializer(many=True)})
+    @extend_schema(request=ClassificationBatchInputSerializer,
+                   responses={200: ClassificationResultSerializer(many=True), 201: ClassificationResultSerializer(many=True)})
     def post(self, request: Request) -> Response:
         serializer = ClassificationBatchInputSerializer(data=request.data)
         if not serializer.is_valid():

@@ -22,5 +22,7 @@ class ClassificationsConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
         from rest_framework.authtoken.models import Token
 
+        import chorus.openapi  # noqa: F401  (registers the session scheme with drf-spectacular)
+
         post_delete.connect(forget_cached_tokens, sender=Token, dispatch_uid="classifications.forget_tokens.token")
         post_save.connect(forget_cached_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="classifications.forget_tokens.user")

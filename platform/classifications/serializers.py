@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 from django.core.files.storage import default_storage
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from classifications.models import Classification, Volunteer
 from classifications.parsers import json_value_problem
-from classifications.services import MAX_METADATA_BYTES
+from classifications.services import IDEMPOTENCY_KEY, MAX_METADATA_BYTES
 from projects.models import Project, Workflow
 
 MAX_BATCH = 50
@@ -30,14 +31,32 @@ class StorableJSONField(serializers.JSONField):
         return value
 
 
+# The schema of three fields states what the services accept (validation stays there): a list of
+# task annotations (each checked against the workflow's tree), an object, and the key's format.
+@extend_schema_field({"type": "array", "items": {"type": "object"},
+                      "description": "one {task, value} per task answered, as docs/api.md describes"})
+class AnnotationsField(StorableJSONField):
+    pass
+
+
+@extend_schema_field({"type": "object"})
+class MetadataField(StorableJSONField):
+    pass
+
+
+@extend_schema_field({"type": "string", "pattern": IDEMPOTENCY_KEY.pattern, "minLength": 8, "maxLength": 64})
+class IdempotencyKeyField(serializers.CharField):
+    pass
+
+
 class ClassificationInputSerializer(serializers.Serializer):
     workflow = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     subject = serializers.IntegerField(min_value=1, max_value=MAX_ID)
-    annotations = StorableJSONField()
-    idempotency_key = serializers.CharField(max_length=64, trim_whitespace=False)
+    annotations = AnnotationsField()
+    idempotency_key = IdempotencyKeyField(max_length=64, trim_whitespace=False)
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     finished_at = serializers.DateTimeField(required=False, allow_null=True)
-    metadata = StorableJSONField(required=False)
+    metadata = MetadataField(required=False)
 
     def validate_metadata(self, value: Any) -> dict:
         if not isinstance(value, dict):
@@ -161,6 +180,6 @@ class OwnerSubjectSerializer(serializers.Serializer):
     status = serializers.CharField()
     classification_count = serializers.IntegerField()
     retirement_reason = serializers.CharField()
-    retired_at = serializers.DateTimeField()
+    retired_at = serializers.DateTimeField(allow_null=True)  # null while active
     posterior = serializers.JSONField()
     priority = serializers.FloatField()

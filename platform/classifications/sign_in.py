@@ -14,6 +14,8 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.template import engines
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
@@ -37,6 +39,12 @@ class TokenView(ObtainAuthToken):
     parser_classes = [LimitedJSONParser, FormParser, MultiPartParser]
     throttle_classes = list(LOGIN_THROTTLES)
 
+    @extend_schema(
+        request=inline_serializer("TokenRequest", {"username": serializers.CharField(min_length=1),
+                                                   "password": serializers.CharField(min_length=1)}),
+        responses={200: inline_serializer("TokenAnswer", {"token": serializers.CharField()})},
+        auth=[],
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         if not serializer.is_valid():

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.request import Request
@@ -19,7 +21,7 @@ from rest_framework.views import APIView
 
 from dashboards import downloads
 from dashboards.permissions import can_manage
-from projects.models import Workflow
+from projects.models import SubjectWorkflowState, Workflow
 from similarity import embeddings, questions, queue, selectors
 from similarity.models import NewQuestion
 
@@ -62,6 +64,33 @@ def _int(value: Any, field: str, default: int, errors: dict[str, list[str]]) -> 
         return default
 
 
+# The schema of these views (drf-spectacular cannot guess it from an APIView): query parameters as
+# the views parse them, JSON objects in and out (their fields: docs/similarity.md), and the 409 of a
+# workflow without embeddings. The errors every operation may answer are added by chorus.openapi.
+_JSON = OpenApiResponse(OpenApiTypes.OBJECT, description="see docs/similarity.md")
+_NOT_EMBEDDED = OpenApiResponse(OpenApiTypes.OBJECT, description="no embeddings yet for this workflow ({detail})")
+
+
+def _query(name: str, kind: OpenApiTypes | dict, description: str, required: bool = False) -> OpenApiParameter:
+    return OpenApiParameter(name, kind, OpenApiParameter.QUERY, description=description, required=required)
+
+
+_IDS = "comma-separated subject ids"
+_IDS_SCHEMA = {"type": "string", "pattern": r"^[0-9]{1,18}(,[0-9]{1,18})*$"}
+_SUBJECT_IDS = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1}
+_LABEL = {"type": "string", "minLength": 1, "pattern": r"\S"}
+
+
+def _body(properties: dict, required: list[str]) -> dict:
+    """A JSON object's schema."""
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def _json(schema: dict) -> dict:
+    """A request body of that schema (drf-spectacular reads a plain schema keyed by media type)."""
+    return {"application/json": schema}
+
+
 def _refused(error: Exception, field: str = "non_field_errors") -> Response:
     if isinstance(error, selectors.NotEmbedded):
         return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
@@ -73,9 +102,11 @@ def _refused(error: Exception, field: str = "non_field_errors") -> Response:
 class SpacesView(APIView):
     """GET: the workflow's embedding spaces (the current one flagged). POST: build again now."""
 
+    @extend_schema(responses={200: _JSON})
     def get(self, request: Request, pk: int) -> Response:
         return Response({"spaces": selectors.spaces(_workflow(request, pk))})
 
+    @extend_schema(request=None, responses={202: _JSON, 409: _NOT_EMBEDDED})
     def post(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         if embeddings.embedding_source(workflow) is None:
@@ -87,6 +118,11 @@ class SpacesView(APIView):
 class SimilarView(APIView):
     """GET ?subjects=1,2&count=20: the subjects nearest to the examples' mean."""
 
+    @extend_schema(parameters=[_query("subjects", {**_IDS_SCHEMA, "maxLength": 19 * selectors.MAX_EXAMPLES},
+                                      _IDS + f" (the examples, at most {selectors.MAX_EXAMPLES})", required=True),
+                               _query("count", {"type": "integer", "minimum": 1, "maximum": selectors.MAX_RESULTS},
+                                      f"1 to {selectors.MAX_RESULTS} (default 20)")],
+                   responses={200: _JSON, 409: _NOT_EMBEDDED})
     def get(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         errors: dict[str, list[str]] = {}
@@ -105,6 +141,12 @@ class SimilarView(APIView):
 class AnomaliesView(APIView):
     """GET ?count=40&offset=0&status=active: the most unusual subjects first."""
 
+    @extend_schema(parameters=[_query("count", {"type": "integer", "minimum": 1, "maximum": selectors.MAX_RESULTS},
+                                      f"1 to {selectors.MAX_RESULTS} (default 40)"),
+                               _query("offset", {"type": "integer", "minimum": 0}, "from this rank (default 0)"),
+                               _query("status", {"type": "string", "enum": ["", *SubjectWorkflowState.Status.values]},
+                                      "only subjects in this state (default all)")],
+                   responses={200: _JSON, 409: _NOT_EMBEDDED})
     def get(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         errors: dict[str, list[str]] = {}
@@ -121,6 +163,10 @@ class AnomaliesView(APIView):
 class MapView(APIView):
     """GET ?question=T0&limit=5000&selected=1,2: the 2-D map's points."""
 
+    @extend_schema(parameters=[_query("question", OpenApiTypes.STR, "colour the points by this question's answer (a key of the workflow's tree)"),
+                               _query("limit", {"type": "integer", "minimum": 1, "maximum": 50000}, "at most this many points (default 5000)"),
+                               _query("selected", _IDS_SCHEMA, _IDS + " to mark")],
+                   responses={200: _JSON, 409: _NOT_EMBEDDED})
     def get(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         errors: dict[str, list[str]] = {}
@@ -138,9 +184,11 @@ class SendFirstView(APIView):
     """GET: the subjects sent first. POST {"subjects": [...]}: send them to volunteers first.
     DELETE {"subjects": [...]} (or no body: all): withdraw."""
 
+    @extend_schema(responses={200: _JSON})
     def get(self, request: Request, pk: int) -> Response:
         return Response({"subjects": queue.sent_first_ids(_workflow(request, pk))})
 
+    @extend_schema(request=_json(_body({"subjects": _SUBJECT_IDS}, ["subjects"])), responses={200: _JSON})
     def post(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         errors: dict[str, list[str]] = {}
@@ -152,6 +200,7 @@ class SendFirstView(APIView):
         except ValueError as error:
             return _refused(error, "subjects")
 
+    @extend_schema(request=_json(_body({"subjects": _SUBJECT_IDS}, [])), responses={200: _JSON})
     def delete(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         errors: dict[str, list[str]] = {}
@@ -165,10 +214,15 @@ class SendFirstView(APIView):
 class QuestionsView(APIView):
     """GET: the workflow's new questions. POST {"name": ..., "answers": [...]}: a new one."""
 
+    @extend_schema(responses={200: _JSON})
     def get(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         return Response({"questions": [questions.question_summary(q) for q in NewQuestion.objects.filter(workflow=workflow)]})
 
+    @extend_schema(request=_json(_body({"name": {**_LABEL, "maxLength": 200},
+                                        "answers": {"type": "array", "items": {**_LABEL, "maxLength": 100}, "minItems": 2,
+                                                    "maxItems": questions.MAX_ANSWERS, "uniqueItems": True}}, ["name", "answers"])),
+                   responses={201: _JSON})
     def post(self, request: Request, pk: int) -> Response:
         workflow = _workflow(request, pk)
         data = request.data if isinstance(request.data, dict) else {}
@@ -185,6 +239,9 @@ def _question(request: Request, pk: int, question_id: int) -> NewQuestion:
 
 
 class QuestionView(APIView):
+    """GET: one new question, its labels and its head's accuracy."""
+
+    @extend_schema(responses={200: _JSON}, operation_id="workflows_similarity_question_retrieve")
     def get(self, request: Request, pk: int, question_id: int) -> Response:
         return Response(questions.question_summary(_question(request, pk, question_id)))
 
@@ -192,6 +249,10 @@ class QuestionView(APIView):
 class QuestionLabelsView(APIView):
     """POST {"labels": [{"subject": id, "answer": index or label or null}, ...]} or {"csv": "external_id,answer\\n..."}."""
 
+    @extend_schema(request=_json({"oneOf": [
+        _body({"labels": {"type": "array", "minItems": 1, "items": _body({"subject": {"type": "integer", "minimum": 1}, "answer": {}}, ["subject"])}},
+              ["labels"]),
+        _body({"csv": {"type": "string", "minLength": 1}}, ["csv"])]}), responses={200: _JSON})
     def post(self, request: Request, pk: int, question_id: int) -> Response:
         question = _question(request, pk, question_id)
         data = request.data if isinstance(request.data, dict) else {}
@@ -216,6 +277,7 @@ class QuestionLabelsView(APIView):
 class QuestionFitView(APIView):
     """POST: fit the head on the labels in the current space; returns its cross-validated accuracy."""
 
+    @extend_schema(request=None, responses={200: _JSON, 409: _NOT_EMBEDDED})
     def post(self, request: Request, pk: int, question_id: int) -> Response:
         question = _question(request, pk, question_id)
         try:
@@ -228,6 +290,8 @@ class QuestionFitView(APIView):
 class QuestionRankingView(APIView):
     """GET ?answer=N: every subject ranked by the probability of answer N (default the last), as CSV."""
 
+    @extend_schema(parameters=[_query("answer", OpenApiTypes.INT, "rank by this answer's probability (default the last)")],
+                   responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="one row per subject, best first")})
     def get(self, request: Request, pk: int, question_id: int) -> Any:
         question = _question(request, pk, question_id)
         errors: dict[str, list[str]] = {}
