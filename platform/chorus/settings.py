@@ -158,6 +158,8 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-unapplied": {"task": "live.tasks.requeue_unapplied", "schedule": 10.0},
     "check-ingest": {"task": "live.tasks.check_ingest", "schedule": 300.0},
     "refit-skills": {"task": "live.tasks.refit_active_workflows", "schedule": float(os.environ.get("CHORUS_REFIT_SECONDS", 3600))},
+    # ... and sooner while a workflow's log doubles (live.services.GROWTH_REFIT_MIN: a new project's cold start).
+    "refit-grown": {"task": "live.tasks.refit_grown_workflows", "schedule": float(os.environ.get("CHORUS_GROWTH_REFIT_CHECK_SECONDS", 60))},
     "refresh-queues": {"task": "live.tasks.refresh_queues", "schedule": 600.0},
     "snapshot-statistics": {"task": "live.tasks.snapshot_statistics", "schedule": 300.0},
     # Retrain the CNN once enough new subjects have retired (Workflow.active_learning["retrain_every"]).

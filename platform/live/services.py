@@ -426,13 +426,48 @@ def refit_workflow(workflow_id: int) -> int:
         return 0
 
 
-def _refit_holding_lock(workflow_id: int, lock: Any) -> int:
+# A refit also when a workflow's log has doubled since its last one (from GROWTH_REFIT_MIN applied
+# classifications), besides the scheduled hourly refit. Why: skills count only as far as the evidence
+# behind them (docs/sybil.md), so a new project without gold retired nothing until its first hourly
+# refit taught the engine who is reliable. Doubling makes them early while the log is small, and
+# rare (logarithmic in its size) once the hourly refits take over.
+GROWTH_REFIT_MIN = 200
+
+
+def refit_is_due_for_growth(agg: WorkflowAggregation) -> bool:
+    last = agg.refit_at_seq[-1] if agg.refit_at_seq else 0
+    return agg.applied_seq >= max(GROWTH_REFIT_MIN, 2 * last)
+
+
+def refit_grown_workflow(workflow_id: int) -> int | None:
+    """``refit_workflow`` if the log has doubled since the last refit (checked again under the lock,
+    so a duplicate task is a no-op); ``None`` when it was not due. Returns the number retired."""
+    agg = WorkflowAggregation.objects.filter(workflow_id=workflow_id).first()
+    if agg is None or not refit_is_due_for_growth(agg):
+        return None
+    try:
+        with applier_lock(workflow_id, wait_seconds=30) as lock:
+            return _refit_holding_lock(workflow_id, lock, only_if_grown=True)
+    except LockBusy:
+        logger.warning("workflow %s: growth refit skipped, the applier held the lock for 30 s", workflow_id)
+        return None
+
+
+def grown_workflows() -> list[int]:
+    """The active workflows whose log has doubled since their last refit."""
+    return [agg.workflow_id for agg in WorkflowAggregation.objects.filter(workflow__active=True).only("workflow_id", "applied_seq", "refit_at_seq")
+            if refit_is_due_for_growth(agg)]
+
+
+def _refit_holding_lock(workflow_id: int, lock: Any, only_if_grown: bool = False) -> int | None:
     report = ApplyReport()
     _drain(workflow_id, lock, report)  # refit at a clean point of the log
     workflow = Workflow.objects.get(pk=workflow_id)
     agg = aggregation_of(workflow)
     if agg.applied_seq == 0:
         return 0
+    if only_if_grown and not refit_is_due_for_growth(agg):
+        return None
     engine, _ = _current_engine(workflow, agg)
     try:
         engine_lib.refit(engine)

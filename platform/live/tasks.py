@@ -64,6 +64,19 @@ def refit_active_workflows() -> list[int]:
     return ids
 
 
+@shared_task(acks_late=True, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
+def refit_grown_workflow(workflow_id: int) -> int | None:
+    return services.refit_grown_workflow(workflow_id)
+
+
+@shared_task
+def refit_grown_workflows() -> list[int]:
+    ids = services.grown_workflows()
+    for workflow_id in ids:
+        refit_grown_workflow.delay(workflow_id)
+    return ids
+
+
 @shared_task
 def refresh_queues() -> dict[int, int]:
     return {pk: services.refresh_queue(pk) for pk in Workflow.objects.filter(active=True).values_list("pk", flat=True)}

@@ -240,3 +240,29 @@ def test_a_big_backlog_yields_the_worker_after_a_bounded_number_of_batches(make_
         pass
     assert Classification.objects.filter(applied_seq__isnull=True).count() == 0
     assert rebuild_hot_state(workflow.pk).max_posterior_difference == 0.0
+
+
+def test_a_project_without_gold_retires_after_its_log_doubles_not_after_an_hour(make_workflow) -> None:
+    """With the trust default (docs/sybil.md) nobody's skill is known in a new project without gold, so
+    nothing retires on its votes alone; the growth refit (live.services.GROWTH_REFIT_MIN, then at every
+    doubling of the log) teaches the engine who is reliable, and honest volunteers' subjects retire."""
+    from live.services import GROWTH_REFIT_MIN, grown_workflows, refit_grown_workflow
+
+    workflow = make_workflow(n=30, retirement={"scope": "first_question"})
+    _submit_votes(workflow, n_volunteers=10, per_volunteer=12, seed=7, skills=(0.85, 0.97))
+    apply_pending(workflow.pk)
+    assert not workflow.subject_states.filter(status=SubjectWorkflowState.Status.RETIRED).exists()
+    assert aggregation_of(workflow).applied_seq == 120 < GROWTH_REFIT_MIN and workflow.pk not in grown_workflows()
+    assert refit_grown_workflow(workflow.pk) is None  # not due yet: nothing happens
+    _submit_votes(workflow, n_volunteers=10, per_volunteer=12, seed=8, skills=(0.85, 0.97))
+    apply_pending(workflow.pk)
+    assert workflow.pk in grown_workflows()
+    retired = refit_grown_workflow(workflow.pk)
+    agg = aggregation_of(workflow)
+    assert agg.refit_at_seq == [240] and retired and retired > 0
+    assert workflow.subject_states.filter(status=SubjectWorkflowState.Status.RETIRED).count() == retired
+    assert workflow.pk not in grown_workflows() and refit_grown_workflow(workflow.pk) is None  # next at 480
+    # Logged like the hourly refit: a rebuild repeats it exactly.
+    hot_state.clear(workflow.pk)
+    report = rebuild_hot_state(workflow.pk)
+    assert report.max_posterior_difference == 0.0 and report.retirement_mismatches == []
