@@ -163,6 +163,8 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-queues": {"task": "live.tasks.refresh_queues", "schedule": 600.0},
     "snapshot-statistics": {"task": "live.tasks.snapshot_statistics", "schedule": 300.0},
     # Retrain the CNN once enough new subjects have retired (Workflow.active_learning["retrain_every"]).
+    # Embeddings of the model serving, at most every CHORUS_EMBEDDING_REFRESH_SECONDS (similarity.embeddings).
+    "similarity-refresh-embeddings": {"task": "similarity.tasks.refresh_embeddings", "schedule": 300.0, "options": {"queue": "ml"}},
     "machine-check-retraining": {"task": "machine.tasks.check_retraining", "schedule": float(os.environ.get("CHORUS_MACHINE_CHECK_SECONDS", 30))},
 }
 

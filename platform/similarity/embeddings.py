@@ -3,9 +3,9 @@ the first one the machine's pretrained trunk) embeds every subject that has an i
 vectors go to PostgreSQL (pgvector) with their anomaly score, their place on the 2-D map and an
 HNSW index of their own.
 
-- When: after every promotion and roll-back, and when a pretrained trunk is stored
-  (``similarity.receivers``), on the "ml" queue (``similarity.tasks``), or by hand
-  (``manage.py build_embeddings``). A space already built by the same weights over the same
+- When: after a promotion when a refresh is due (``REFRESH_SECONDS``, with why), after every
+  roll-back, and when a pretrained trunk is stored (``similarity.receivers``), on the "ml" queue
+  (``similarity.tasks``); by hand (the spaces API's POST, ``manage.py build_embeddings``). A space already built by the same weights over the same
   subjects is reused (a roll-back to a version built before costs nothing); it becomes the one
   searched again (``activated_at``).
 - Which space is searched (``current_space``): the ready space activated last. While a new one is
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -233,6 +234,32 @@ def prune_spaces(workflow_id: int, keep: int = KEEP_SPACES) -> int:
 def drop_index(space_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS similarity_space_{int(space_id)}_hnsw")
+
+
+# How often a promotion re-embeds a workflow's subjects. Why not every time: a space is the
+# scientists' browsing aid, while the loop promotes a version every few minutes; re-embedding every
+# subject at each one took the "ml" worker 80 s per version on 6,608 galaxies (bench/machine_loop.py
+# --tree), ahead of the next training. So a promotion re-embeds when the workflow has no space yet,
+# when its space is the pretrained trunk's (the first trained version knows the project), or when
+# the space searched is older than this; a roll-back, the spaces API's POST and
+# ``manage.py build_embeddings`` build at once; beat's ``refresh_embeddings`` catches up the rest.
+REFRESH_SECONDS = float(os.environ.get("CHORUS_EMBEDDING_REFRESH_SECONDS", 1800))
+
+
+def refresh_due(workflow_id: int) -> bool:
+    """Whether the space searched should be rebuilt now with the model serving (see REFRESH_SECONDS)."""
+    space = current_space(workflow_id)
+    if space is None or space.source == Source.PRETRAINED:
+        return True
+    return space.activated_at is None or (timezone.now() - space.activated_at).total_seconds() >= REFRESH_SECONDS
+
+
+def request_refresh(workflow_id: int) -> bool:
+    """``request_build`` if ``refresh_due``; returns whether it was requested."""
+    if not refresh_due(workflow_id):
+        return False
+    request_build(workflow_id)
+    return True
 
 
 def request_build(workflow_id: int) -> None:

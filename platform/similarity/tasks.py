@@ -14,3 +14,20 @@ def build_embeddings(workflow_id: int, force: bool = False) -> int | None:
     """Embed the workflow's subjects with the model serving it; returns the space's id (None: nothing to embed with)."""
     space = embeddings.build_space(workflow_id, force=force)
     return space.pk if space is not None else None
+
+
+@shared_task
+def refresh_embeddings() -> list[int]:
+    """Beat: re-embed the workflows whose space is due for a refresh and whose model serving changed
+    since (a promotion inside ``REFRESH_SECONDS`` of the last build waits for this)."""
+    from machine.models import ModelVersion
+    from projects.models import Workflow
+
+    requested = []
+    for workflow_id in Workflow.objects.filter(active=True, model_versions__state=ModelVersion.State.PROMOTED).values_list("pk", flat=True).distinct():
+        space = embeddings.current_space(workflow_id)
+        source = embeddings.embedding_source(Workflow.objects.get(pk=workflow_id))
+        changed = space is None or source is None or (space.model_version_id != getattr(source[1], "pk", None))
+        if changed and embeddings.request_refresh(workflow_id):
+            requested.append(workflow_id)
+    return requested

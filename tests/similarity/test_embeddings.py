@@ -132,7 +132,9 @@ def test_the_map_has_every_subject_coloured_by_consensus_and_marks_the_selection
 
 
 def test_promotion_and_roll_back_rebuild_or_reuse_the_space_of_the_version_serving(
-        embedded_workflow, inline_builds, django_capture_on_commit_callbacks) -> None:
+        embedded_workflow, inline_builds, django_capture_on_commit_callbacks, monkeypatch) -> None:
+    from similarity.tasks import refresh_embeddings
+
     workflow = embedded_workflow()
     trunk_space = embeddings.current_space(workflow)
     first, second = _version(workflow, 1, seed=1), _version(workflow, 2, seed=2)
@@ -142,8 +144,15 @@ def test_promotion_and_roll_back_rebuild_or_reuse_the_space_of_the_version_servi
     assert space_1.model_version == first and space_1.source == "version" and space_1.pk != trunk_space.pk
     with django_capture_on_commit_callbacks(execute=True):
         promotion.promote_model_version(second, predict="no")
+    # Within REFRESH_SECONDS of the last build a promotion does not re-embed; beat catches up after.
+    assert embeddings.current_space(workflow).pk == space_1.pk
+    monkeypatch.setattr(embeddings, "REFRESH_SECONDS", 0.0)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_embeddings() == [workflow.pk]
     space_2 = embeddings.current_space(workflow)
     assert space_2.model_version == second
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_embeddings() == []  # the space is the version serving's: nothing to do
     ids, v1 = _vectors(space_1)
     _, v2 = _vectors(space_2)
     assert not np.allclose(v1, v2)  # other weights, other vectors: never mixed in one search

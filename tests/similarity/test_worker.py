@@ -26,7 +26,9 @@ def _wait_for(check, seconds: float = 90.0):
     raise AssertionError("timed out")
 
 
-def test_the_ml_worker_builds_the_space_of_each_version_promoted(galaxy_workflow, start_worker) -> None:
+def test_the_ml_worker_builds_the_space_of_each_version_promoted(galaxy_workflow, start_worker, monkeypatch) -> None:
+    # Every promotion re-embeds here (no refresh interval; the interval itself: test_embeddings.py).
+    monkeypatch.setattr(embeddings, "REFRESH_SECONDS", 0.0)
     workflow = galaxy_workflow()
     worker = start_worker("ml", queues="ml")
     versions = [ModelVersion.objects.create(workflow=workflow, version=n, state=ModelVersion.State.TRAINED,
