@@ -36,9 +36,13 @@ def _media_root(settings, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _clear_throttles() -> None:
-    """Throttle counters live in Redis and would leak from one test to the next."""
+    """Throttle counters live in Redis and would leak from one test to the next; so would a test's
+    unreachable Redis, remembered by this process for a while (``throttles.redis_failed``)."""
     from django.core.cache import cache
 
+    from classifications import throttles
+
+    throttles._redis_state["down_until"] = 0.0
     cache.clear()
 
 

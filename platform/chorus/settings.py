@@ -247,6 +247,9 @@ REST_FRAMEWORK = {
 # Gold feedback ("Experts said: ...") per volunteer per UTC day, on distinct gold subjects: enough to
 # learn from, too few to collect a project's gold set (classifications.services; docs/sybil.md).
 CHORUS_GOLD_FEEDBACK_PER_DAY = int(os.environ.get("CHORUS_GOLD_FEEDBACK_PER_DAY", "5"))
+# ... and per client address over all its volunteers (a classroom of 30 behind one address shares it;
+# the anonymous-volunteer budget alone let one address collect 30 x 5 gold subjects an hour).
+CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY = int(os.environ.get("CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY", "60"))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Chorus API",

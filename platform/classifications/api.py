@@ -45,6 +45,13 @@ def _volunteer(request: Request) -> services.Volunteer:
     return volunteer
 
 
+def _client_address(request: Request) -> str | None:
+    """The client's address as the per-address throttles see it (``CHORUS_NUM_PROXIES``)."""
+    from classifications.throttles import AddressRateThrottle
+
+    return AddressRateThrottle().get_ident(request)
+
+
 class SessionView(APIView):
     """Start or resume a volunteer session: sets the CSRF cookie, creates the anonymous volunteer."""
 
@@ -116,7 +123,7 @@ class ClassificationCreateView(APIView):
     def post(self, request: Request) -> Response:
         serializer = ClassificationInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.submit_classification(_volunteer(request), serializer.validated_data)
+        result = services.submit_classification(_volunteer(request), serializer.validated_data, _client_address(request))
         return Response(
             ClassificationResultSerializer(result).data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )
@@ -134,7 +141,8 @@ class ClassificationBatchView(APIView):
         serializer = ClassificationBatchInputSerializer(data=request.data)
         if not serializer.is_valid():
             raise ValidationError(_flat_batch_errors(serializer.errors))
-        results = services.submit_classifications(_volunteer(request), serializer.validated_data["classifications"])
+        results = services.submit_classifications(_volunteer(request), serializer.validated_data["classifications"],
+                                                  _client_address(request))
         any_created = any(result.created for result in results)
         return Response(
             ClassificationResultSerializer(results, many=True).data,

@@ -14,7 +14,9 @@ Two bounds keep one client from buying influence or the gold set (issue 25; docs
   written; a client that keeps its session cookie never needs a new one.
 - Gold feedback: only in the answer to a stored classification, at the workflow's rate, and at
   most ``CHORUS_GOLD_FEEDBACK_PER_DAY`` (default 5) distinct gold subjects per volunteer per UTC
-  day, decided from the stored classifications alone, so a re-sent key gets the same answer.
+  day, decided from the stored classifications alone, so a re-sent key gets the same answer; and at
+  most ``CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY`` (default 60) distinct gold subjects per client
+  address per UTC day over all its volunteers (a Redis set; no feedback while Redis is down).
 """
 
 from __future__ import annotations
@@ -265,14 +267,50 @@ def _within_daily_gold_feedback(volunteer_id: int, classifications: list[Classif
     return allowed
 
 
-def _gold_feedback_many(volunteer: Volunteer, stored: list[tuple[Classification, Workflow, SubjectForSubmission]]) -> list[dict | None]:
+# Gold subjects one client address may be shown per UTC day, over all its volunteers: a Redis set of
+# (workflow, subject) per address and day, so showing one subject again costs nothing and a re-sent
+# key is answered as before while the set lasts. Atomic: check, add and expire in one script.
+_ADDRESS_GOLD_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 172800)
+return 1
+"""
+
+
+def _within_address_gold_feedback(address: str | None, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of these (workflow, subject) pairs, those the client at ``address`` may be shown today
+    (``CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY``). Fails closed: with Redis unreachable, or no
+    address known, no feedback (the classification itself is stored and counted as ever)."""
+    cap = int(settings.CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY)
+    if cap <= 0 or not pairs or not address:
+        return set()
+    from classifications.throttles import redis_failed, throttle_redis
+
+    client = throttle_redis()
+    if client is None:
+        return set()
+    key = f"chorus:gold-feedback:{address}:{datetime.now(UTC).date().isoformat()}"
+    try:
+        return {pair for pair in pairs if client.eval(_ADDRESS_GOLD_SCRIPT, 1, key, f"{pair[0]}:{pair[1]}", cap) == 1}
+    except Exception as error:  # noqa: BLE001 - any Redis failure: no feedback, never a failed submission
+        redis_failed(error)
+        return set()
+
+
+def _gold_feedback_many(volunteer: Volunteer, stored: list[tuple[Classification, Workflow, SubjectForSubmission]],
+                        address: str | None) -> list[dict | None]:
     """The experts' answers for each stored classification: only in the answer to a classification
-    already stored, only on a gold subject, at the workflow's rate, and within the volunteer's daily
-    cap (``_within_daily_gold_feedback``), so that no session can collect the gold set."""
+    already stored, only on a gold subject, at the workflow's rate, within the volunteer's daily cap
+    (``_within_daily_gold_feedback``) and the client address's (``_within_address_gold_feedback``),
+    so that neither a session nor one client with many sessions can collect the gold set."""
     drawn = [c for c, workflow, state in stored
              if state.is_gold and state.gold and _feedback_drawn(volunteer.pk, state.subject_id, workflow.gold_feedback_rate)]
     allowed = _within_daily_gold_feedback(volunteer.pk, drawn)
-    return [_gold_answers(workflow, state) if c.pk in allowed else None for c, workflow, state in stored]
+    by_address = _within_address_gold_feedback(address, sorted({(c.workflow_id, c.subject_id) for c in drawn if c.pk in allowed}))
+    return [_gold_answers(workflow, state) if c.pk in allowed and (c.workflow_id, c.subject_id) in by_address else None
+            for c, workflow, state in stored]
 
 
 def _gold_answers(workflow: Workflow, state: SubjectForSubmission) -> dict:
@@ -292,21 +330,23 @@ def _stored(volunteer: Volunteer, key: str) -> Classification | None:
     return Classification.objects.filter(volunteer=volunteer, idempotency_key=key).first()
 
 
-def _replay(existing: Classification, data: dict[str, Any]) -> SubmissionResult:
+def _replay(existing: Classification, data: dict[str, Any], address: str | None) -> SubmissionResult:
     if existing.workflow_id != data.get("workflow") or existing.subject_id != data.get("subject"):
         raise ClassificationRejected(
             {"idempotency_key": ["this key was already used for another subject; use a new key per classification"]}
         )
     state = _subject_for_submission(existing.workflow_id, existing.volunteer_id, existing.subject_id)
-    return SubmissionResult(existing, False, _gold_feedback_many(existing.volunteer, [(existing, existing.workflow, state)])[0])
+    return SubmissionResult(existing, False, _gold_feedback_many(existing.volunteer, [(existing, existing.workflow, state)], address)[0])
 
 
-def submit_classification(volunteer: Volunteer, data: dict[str, Any]) -> SubmissionResult:
-    """Store one classification exactly once; see the module docstring for what counts."""
-    return submit_classifications(volunteer, [data])[0]
+def submit_classification(volunteer: Volunteer, data: dict[str, Any], address: str | None = None) -> SubmissionResult:
+    """Store one classification exactly once; see the module docstring for what counts. ``address``:
+    the client's (as the throttles see it), for the gold feedback's per-address cap; without one
+    (an import, a script in-process) no gold feedback is given."""
+    return submit_classifications(volunteer, [data], address)[0]
 
 
-def submit_classifications(volunteer: Volunteer, items: list[dict[str, Any]]) -> list[SubmissionResult]:
+def submit_classifications(volunteer: Volunteer, items: list[dict[str, Any]], address: str | None = None) -> list[SubmissionResult]:
     """Store a batch all-or-nothing: every item is validated before any is written.
 
     Optimistic: the common case (a new key, a first look) costs one read and one short transaction.
@@ -321,12 +361,12 @@ def submit_classifications(volunteer: Volunteer, items: list[dict[str, Any]]) ->
     if len(set(keys)) != len(keys):
         raise ClassificationRejected({"idempotency_key": ["the same key appears twice in the batch"]})
     try:
-        return _submit_once(volunteer, items, look_up_keys=False)
+        return _submit_once(volunteer, items, look_up_keys=False, address=address)
     except IntegrityError:
-        return _submit_once(volunteer, items, look_up_keys=True)
+        return _submit_once(volunteer, items, look_up_keys=True, address=address)
 
 
-def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys: bool) -> list[SubmissionResult]:
+def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys: bool, address: str | None) -> list[SubmissionResult]:
     stored: dict[str, Classification] = {}
     if look_up_keys:
         stored = {c.idempotency_key: c for c in Classification.objects.filter(volunteer=volunteer, idempotency_key__in=[i["idempotency_key"] for i in items])}
@@ -356,7 +396,7 @@ def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys
     if fresh:
         stored_now = _store(volunteer, [(items[index], *check) for index, check in fresh])
         feedback = _gold_feedback_many(
-            volunteer, [(c, workflow, state) for (_, (workflow, state, _)), c in zip(fresh, stored_now, strict=True)])
+            volunteer, [(c, workflow, state) for (_, (workflow, state, _)), c in zip(fresh, stored_now, strict=True)], address)
         for (index, _), classification, gold in zip(fresh, stored_now, feedback, strict=True):
             results[index] = SubmissionResult(classification, True, gold)
         new_ids = [classification.pk for classification in stored_now]
@@ -367,7 +407,7 @@ def _submit_once(volunteer: Volunteer, items: list[dict[str, Any]], look_up_keys
             lambda: classifications_stored.send(sender=Classification, classification_ids=new_ids, workflow_ids=workflow_ids)
         )
     for index, existing in replays:
-        results[index] = _replay(existing, items[index])
+        results[index] = _replay(existing, items[index], address)
     return [results[index] for index in range(len(items))]
 
 

@@ -1,6 +1,7 @@
 """One client cannot buy influence or the gold set (issue 25), through the Django test client with the
 real PostgreSQL and Redis: new anonymous volunteers are created at a bounded rate per client address
-(the address as the throttles compute it), and gold feedback stops after a daily cap per volunteer."""
+(the address as the throttles compute it), and gold feedback stops after a daily cap per volunteer
+and one per client address."""
 
 from __future__ import annotations
 
@@ -132,3 +133,29 @@ def test_no_gold_feedback_with_a_cap_of_zero_nor_on_a_refused_answer(make_workfl
     assert refused.status_code == 400 and "gold" not in refused.json() and "Experts" not in refused.content.decode()
     settings.CHORUS_GOLD_FEEDBACK_PER_DAY = 0
     assert client.post("/api/classifications/", payload(workflow, subjects[1]), format="json").json()["gold"] is None
+
+
+def test_gold_feedback_stops_after_the_address_daily_cap_over_all_its_volunteers(make_workflow, token_client, payload,
+                                                                                 settings, monkeypatch) -> None:
+    """Many volunteers behind one address (each its own session or token) share one cap of distinct
+    gold subjects a day; a subject already shown there costs nothing; another address has its own;
+    with Redis unreachable no feedback is given, and the classification is stored as ever."""
+    settings.CHORUS_GOLD_FEEDBACK_PER_DAY = 3
+    settings.CHORUS_GOLD_FEEDBACK_PER_ADDRESS_PER_DAY = 4
+    workflow, subjects = _gold_workflow(make_workflow)
+
+    def shown(client, order, address="198.51.100.7") -> list[int]:
+        bodies = [client.post("/api/classifications/", payload(workflow, s), format="json", REMOTE_ADDR=address).json() for s in order]
+        return [s for s, body in zip(order, bodies, strict=True) if body["gold"] is not None]
+
+    assert shown(token_client("v1"), subjects) == subjects[:3]
+    assert shown(token_client("v2"), subjects) == subjects[:3]  # the same three: nothing new for the address
+    assert shown(token_client("v3"), subjects[::-1]) == [subjects[7]]  # the fourth distinct subject, then the cap
+    assert shown(token_client("v4"), subjects[::-1], address="203.0.113.9") == subjects[::-1][:3]
+
+    from classifications import throttles
+
+    monkeypatch.setattr(throttles, "throttle_redis", lambda: None)
+    before = Classification.objects.count()
+    assert shown(token_client("v5"), subjects, address="192.0.2.1") == []
+    assert Classification.objects.count() == before + len(subjects)
