@@ -25,13 +25,24 @@ def test_import_platform_is_the_standard_library_in_the_test_process() -> None:
     assert platform.python_version() == ".".join(map(str, sys.version_info[:3]))
 
 
+def _suite_servers() -> dict[str, str]:
+    """The suite's own PostgreSQL and Redis for a subprocess, which then starts no embedded server of
+    its own (one started in var/test/ by ``chorus.settings`` outlived the suite)."""
+    from django.conf import settings
+
+    from tests.conftest import _database_url
+
+    return {"DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL}
+
+
 def test_import_platform_is_the_standard_library_from_the_repo_root_and_under_django() -> None:
     code = (
         "import platform, pathlib, django;"
         "import chorus.settings;"  # the Django project imports fine with platform/ on sys.path
         "print(pathlib.Path(platform.__file__).resolve().parent); print(platform.system())"
     )
-    env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'platform'}", "PATH": "/usr/bin:/bin", "CHORUS_DATA_DIR": str(ROOT / "var" / "test")}
+    env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'platform'}", "PATH": "/usr/bin:/bin", "CHORUS_DATA_DIR": str(ROOT / "var" / "test"),
+           **_suite_servers()}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -43,7 +54,7 @@ def test_manage_py_keeps_the_standard_library_platform() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", "import platform; print(platform.__file__)"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "CHORUS_DATA_DIR": str(ROOT / "var" / "test")},
+        env={"PATH": "/usr/bin:/bin", "CHORUS_DATA_DIR": str(ROOT / "var" / "test"), **_suite_servers()},
     )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip().splitlines()[-1]).resolve().parent == STDLIB
