@@ -21,13 +21,15 @@ def refresh_embeddings() -> list[int]:
     """Beat: re-embed the workflows whose space is due for a refresh and whose model serving changed
     since (a promotion inside ``REFRESH_SECONDS`` of the last build waits for this)."""
     from machine.models import ModelVersion
+    from machine.selectors import current_model
     from projects.models import Workflow
 
     requested = []
-    for workflow_id in Workflow.objects.filter(active=True, model_versions__state=ModelVersion.State.PROMOTED).values_list("pk", flat=True).distinct():
+    for workflow in Workflow.objects.filter(active=True, model_versions__state=ModelVersion.State.PROMOTED).distinct():
+        workflow_id = workflow.pk
         space = embeddings.current_space(workflow_id)
-        source = embeddings.embedding_source(Workflow.objects.get(pk=workflow_id))
-        changed = space is None or source is None or (space.model_version_id != getattr(source[1], "pk", None))
+        serving = current_model(workflow)  # which version serves; its weights are loaded only to build
+        changed = space is None or serving is None or space.model_version_id != serving.pk
         if changed and embeddings.request_refresh(workflow_id):
             requested.append(workflow_id)
     return requested
